@@ -1,0 +1,1 @@
+"""Neural architecture search over a MnasNet/EfficientNet space: data, models, training, search."""

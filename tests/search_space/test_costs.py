@@ -1,0 +1,147 @@
+"""Closed-form params/FLOPs against the built model, fvcore and efficientnet-pytorch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from fvcore.nn import FlopCountAnalysis
+from torch import nn
+
+from search_space import (ArchSpec, build_model, cost_breakdown, count_flops, count_flops_fvcore,
+                          count_params, default_space, reference_names, reference_spec)
+from search_space.costs import conv_output_size
+
+
+def _fvcore(model: nn.Module, in_channels: int, res: int) -> FlopCountAnalysis:
+    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, in_channels, res, res))
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    return analysis
+
+
+def _counted_modules(model: nn.Module) -> list[tuple[str, str, int]]:
+    kinds = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.Linear: "linear"}
+    return [(name, kinds[type(m)], sum(p.numel() for p in m.parameters()))
+            for name, m in model.named_modules() if type(m) in kinds]
+
+
+def _assert_per_layer(spec: ArchSpec, res: int) -> None:
+    """Total and every conv/linear layer against fvcore's per-module, per-operator counts."""
+    by_module = _fvcore(build_model(spec), spec.in_channels, res).by_module_and_operator()
+    breakdown = cost_breakdown(spec, res)
+    counted = [c for c in breakdown if c.kind in ("conv", "linear")]
+    for cost in counted:
+        assert dict(by_module[cost.name]) == {cost.kind: cost.flops}, cost
+    total = by_module[""]
+    assert total["conv"] + total["linear"] == count_flops(spec, res)
+    assert total["conv"] == sum(c.flops for c in counted if c.kind == "conv")
+    assert total["linear"] == sum(c.flops for c in counted if c.kind == "linear")
+
+
+def test_conv_output_size_is_ceil():
+    for size in range(1, 130):
+        for k in (1, 3, 5, 7):
+            for s in (1, 2):
+                assert conv_output_size(size, k, s) == math.ceil(size / s), (size, k, s)
+
+
+def test_hand_computed_tiny_network():
+    spec = ArchSpec.from_string("stem=8 r1_k3_s11_e1_i8_o8 head=16 classes=2 channels=1 res=32")
+    # stem 3x3 1->8 at 16x16, dw 3x3 8 at 16x16, project 8->8, head 8->16, linear 16->2
+    assert count_flops(spec) == 72 * 256 + 72 * 256 + 64 * 256 + 128 * 256 + 32 == 86_048
+    assert count_params(spec) == 72 + 16 + 72 + 16 + 64 + 16 + 128 + 32 + 34 == 450
+    assert sum(p.numel() for p in build_model(spec).parameters()) == 450
+    assert count_flops_fvcore(spec) == 86_048
+
+
+def test_breakdown_sums_and_defaults():
+    spec = reference_spec("efficientnet-b0")
+    layers = cost_breakdown(spec)
+    assert {c.kind for c in layers} == {"conv", "bn", "linear"}
+    assert all(c.flops == 0 for c in layers if c.kind == "bn")
+    assert count_flops(spec) == sum(c.flops for c in layers) == count_flops(spec, 224)
+    assert count_params(spec) == sum(c.params for c in layers)
+    assert count_flops(spec, 64) != count_flops(spec)
+    assert count_params(spec) == sum(c.params for c in cost_breakdown(spec, 517))
+    assert layers[-1].name == "classifier" and layers[-1].flops == 1280 * 1000
+    assert count_flops(spec.replace(resolution=64)) == count_flops(spec, 64)
+
+
+@pytest.mark.parametrize("bad", [0, -224, 1.5, 224.0, True, "224", None])
+def test_bad_resolution(bad):
+    spec = reference_spec("efficientnet-b0")
+    if bad is None:  # None means "the spec's own"
+        assert count_flops(spec, None) == count_flops(spec)
+        return
+    with pytest.raises(ValueError, match="resolution"):
+        count_flops(spec, bad)
+
+
+def test_layer_names_and_params_match_built_model(our_model, random_trial, random_arch):
+    """costs.py's names are model.py's module names: same layers, same order, same params."""
+    specs = [(name, None) for name in reference_names()]
+    specs += [(None, default_space().sample(random_trial(seed)).replace(
+        num_classes=3 + seed, in_channels=1 + seed % 4)) for seed in range(20)]
+    specs += [(None, random_arch(seed)) for seed in range(30)]
+    for name, spec in specs:
+        model = our_model(name) if name else build_model(spec)
+        spec = reference_spec(name) if name else spec
+        ours = [(c.name, c.kind, c.params) for c in cost_breakdown(spec, 32)]
+        assert ours == _counted_modules(model), spec.to_string()
+        assert count_params(spec) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", reference_names())
+def test_references_match_fvcore_at_64(name):
+    spec = reference_spec(name)
+    assert count_flops(spec, 64) == count_flops_fvcore(spec, 64)
+
+
+@pytest.mark.parametrize("name,res", [("efficientnet-b0", 224), ("efficientnet-b1", 240),
+                                      ("mnasnet-a1", 224), ("mobilenetv2", 40)])
+def test_references_match_fvcore_at_own_resolution(name, res):
+    spec = reference_spec(name).replace(resolution=res)
+    assert count_flops(spec) == count_flops_fvcore(spec)
+
+
+def test_b0_per_layer_matches_fvcore_by_module(our_model):
+    spec = reference_spec("efficientnet-b0")
+    by_module = _fvcore(our_model("efficientnet-b0"), 3, 224).by_module_and_operator()
+    counted = [c for c in cost_breakdown(spec) if c.kind != "bn"]
+    assert len(counted) == 1 + 16 * 3 - 1 + 16 * 2 + 1 + 1  # stem, expand/dw/project, SE, head, fc
+    for cost in counted:
+        assert dict(by_module[cost.name]) == {cost.kind: cost.flops}, cost
+    for cost in cost_breakdown(spec):
+        if cost.kind == "bn":
+            assert set(by_module[cost.name]) <= {"batch_norm"}  # fvcore counts BN; we do not
+
+
+def test_b0_matches_fvcore_on_efficientnet_pytorch(official_model):
+    ops = _fvcore(official_model("efficientnet-b0"), 3, 224).by_operator()
+    assert ops["linear"] == 1_280_000
+    assert round(ops["conv"] / 1e5) == 3845  # REFERENCE.md: conv 384.5M
+    assert ops["conv"] + ops["linear"] == count_flops(reference_spec("efficientnet-b0"))
+
+
+RESOLUTIONS = (32, 33, 40, 48, 57, 64, 96)
+
+
+def test_random_space_samples_match_fvcore(random_trial):
+    import random
+
+    rng = random.Random(7)
+    checked = set()
+    for seed in range(56):
+        res = RESOLUTIONS[seed % len(RESOLUTIONS)]
+        space = default_space(num_classes=rng.randint(1, 1000), in_channels=rng.randint(1, 4))
+        spec = space.sample(random_trial(1000 + seed))
+        assert count_flops(spec, res) == count_flops_fvcore(spec, res), (res, spec.to_string())
+        checked.add((spec.to_string(), res))
+    assert len(checked) == 56
+
+
+def test_random_off_space_specs_match_fvcore_per_layer(random_arch):
+    for seed in range(16):
+        spec = random_arch(seed)
+        _assert_per_layer(spec, spec.resolution)
