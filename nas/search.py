@@ -23,7 +23,7 @@ from search_space import ArchSpec, SearchSpace, count_flops, count_params, refer
 from .data import DataSplits, load_splits
 from .objective import Reward, auto_target, cost_of
 from .results import best_trial, export_study, redact_url, write_json, write_text
-from .study import (Interrupted, StorageConfig, handle_signals, make_pruner, make_sampler, make_storage,
+from .study import (PRUNERS, Interrupted, StorageConfig, handle_signals, make_pruner, make_sampler, make_storage,
                     open_study, over_budget, run_worker, trial_counts, worker_id)
 from .train import Diverged, TrainConfig, train_and_evaluate
 
@@ -158,7 +158,9 @@ class TrialRunner:
         self.latency_kw = latency_kw or {}
 
     def run(self, trial: optuna.Trial, spec: ArchSpec, resolution: int | None = None,
-            extra_attrs: dict[str, Any] | None = None) -> Any:
+            extra_attrs: dict[str, Any] | None = None, seed: int | None = None) -> Any:
+        """``seed``: the training seed; default ``self.seed + trial.number`` (stage 2 passes one
+        seed for every grid point, so that points differ only by their network)."""
         res = resolution or spec.resolution
         trial.set_user_attr("worker", worker_id())
         if self.budget is not None and over_budget(trial.study, trial, self.budget):
@@ -168,7 +170,7 @@ class TrialRunner:
                 trial.study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
                                                              if k == "retry_of"})
             raise Surplus()
-        seed = self.seed + trial.number
+        seed = self.seed + trial.number if seed is None else seed
         flops, params = count_flops(spec, res), count_params(spec)
         for key, value in {"arch": spec.to_string(), "flops": flops, "params": params, "seed": seed,
                            "resolution": res, **(extra_attrs or {})}.items():
@@ -253,8 +255,8 @@ def run_search(cfg: dict[str, Any]) -> SearchOutcome:
     multi = bool(search.get("multi_objective", False)) or sampler_name == "nsgaii"
     if sampler_name not in ("tpe", "random", "nsgaii"):
         raise ValueError(f"sampler must be one of tpe, random, nsgaii, got {sampler_name!r}")
-    if pruner_name not in ("median", "hyperband", "none"):
-        raise ValueError(f"pruner must be one of median, hyperband, none, got {pruner_name!r}")
+    if pruner_name not in PRUNERS:
+        raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, got {pruner_name!r}")
     storage_cfg = StorageConfig(**{k: v for k, v in (cfg.get("storage") or {}).items() if k != "name"})
     train_cfg = train_config(proxy, seed)
     resolution = proxy.get("resolution", 32)

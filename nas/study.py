@@ -40,7 +40,7 @@ __all__ = ["Interrupted", "StorageConfig", "make_storage", "make_sampler", "make
 log = logging.getLogger("effnas")
 
 SAMPLERS = ("tpe", "random", "nsgaii", "grid")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "threshold", "none")
 STORAGES = ("journal", "sqlite", "postgres")
 
 
@@ -161,6 +161,8 @@ def make_pruner(name: str, max_epochs: int, **options: Any) -> optuna.pruners.Ba
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(**{"min_resource": 1, "max_resource": max(1, max_epochs),
                                                  **options})
+    if name == "threshold":  # prune any trial whose minival accuracy is below `lower` at any epoch
+        return optuna.pruners.ThresholdPruner(**{"lower": 0.2, **options})
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, got {name!r}")

@@ -55,7 +55,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.1
     bn_momentum: float = 0.1
-    bn_recalibrate_batches: int = 0
+    bn_recalibrate_batches: int = 10
     augment: bool = True
     flip: bool = True
     threads: int | None = None

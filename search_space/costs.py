@@ -44,9 +44,7 @@ def _bn(name: str, c: int) -> LayerCost:
 
 def cost_breakdown(spec: ArchSpec, resolution: int | None = None) -> list[LayerCost]:
     """Every counted layer of the network, in order, named as in the built model."""
-    res = spec.resolution if resolution is None else resolution
-    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
-        raise ValueError(f"resolution must be a positive integer, got {res!r}")
+    res = _check_resolution(spec.resolution if resolution is None else resolution)
     out: list[LayerCost] = []
     hw = conv_output_size(res, 3, 2)
     out += [_conv("stem.conv", spec.in_channels, spec.stem, 3, hw), _bn("stem.bn", spec.stem)]
@@ -77,9 +75,63 @@ def cost_breakdown(spec: ArchSpec, resolution: int | None = None) -> list[LayerC
     return out
 
 
+def _check_resolution(res: object) -> int:
+    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
+        raise ValueError(f"resolution must be a positive integer, got {res!r}")
+    return res
+
+
+def _totals(spec: ArchSpec, res: int) -> tuple[int, int]:
+    """``(params, flops)`` summed without building :class:`LayerCost` objects: the hot path of
+    a search. Same formulas as :func:`cost_breakdown` (the tests hold them equal), using that the
+    ``repeats - 1`` layers after a stage's first are identical (stride 1, in == out, same size)."""
+    hw = (res - 1) // 2 + 1  # stem: 3x3, stride 2
+    params = spec.in_channels * spec.stem * 9 + 2 * spec.stem
+    flops = spec.in_channels * spec.stem * 9 * hw * hw
+    for stage in spec.stages:
+        k2 = stage.kernel * stage.kernel
+        conv_type = stage.conv_type
+        se_ratio = stage.se_ratio
+        cout = stage.out_filters
+        first = True
+        for cin, stride in ((stage.in_filters, stage.stride), (cout, 1)):
+            if first:
+                n = 1
+            else:
+                n = stage.repeats - 1
+                if n == 0:
+                    break
+            hw_out = (hw - 1) // stride + 1  # symmetric k // 2 padding: ceil(hw / stride)
+            area_out = hw_out * hw_out
+            if conv_type is ConvType.CONV:
+                mid = cout
+                p = cin * cout * k2 + 2 * cout
+                f = cin * cout * k2 * area_out
+            else:
+                if conv_type is ConvType.MBCONV:
+                    mid = int(cin * stage.expand_ratio)  # = BlockSpec.expanded
+                    p = cin * mid + 2 * mid
+                    f = cin * mid * hw * hw
+                else:
+                    mid, p, f = cin, 0, 0
+                p += mid * k2 + 2 * mid + mid * cout + 2 * cout
+                f += (mid * k2 + mid * cout) * area_out
+            if se_ratio > 0:
+                sq = max(1, int(cin * se_ratio))  # = BlockSpec.squeezed
+                p += 2 * mid * sq + sq + mid
+                f += 2 * mid * sq
+            params += n * p
+            flops += n * f
+            hw = hw_out
+            first = False
+    params += spec.last_filters * spec.head + 2 * spec.head + (spec.head + 1) * spec.num_classes
+    flops += spec.last_filters * spec.head * hw * hw + spec.head * spec.num_classes
+    return params, flops
+
+
 def count_params(spec: ArchSpec) -> int:
     """Trainable parameters (independent of resolution)."""
-    return sum(layer.params for layer in cost_breakdown(spec, 32))
+    return _totals(spec, 32)[0]
 
 
 def count_flops(spec: ArchSpec, resolution: int | None = None) -> int:
@@ -87,4 +139,4 @@ def count_flops(spec: ArchSpec, resolution: int | None = None) -> int:
 
     One multiply-add = one FLOP, the paper's and fvcore's convention (EfficientNet-B0 at 224 px:
     about 0.39B)."""
-    return sum(layer.flops for layer in cost_breakdown(spec, resolution))
+    return _totals(spec, _check_resolution(spec.resolution if resolution is None else resolution))[1]

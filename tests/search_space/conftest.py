@@ -56,11 +56,12 @@ def _random_arch(rng: random.Random) -> ArchSpec:
     prev, stages = stem, []
     for _ in range(rng.randint(1, 5)):
         conv_type = rng.choice(list(ConvType))
-        expand = rng.choice([2, 2.5, 3, 4.5, 6]) if conv_type is ConvType.MBCONV else 1
+        expand = rng.choice([2, 2.5, 3, 4.5, 6, 8 / 3]) if conv_type is ConvType.MBCONV else 1
         out = rng.choice([8, 12, 16, 24, 40])
         stages.append(BlockSpec(repeats=rng.randint(1, 3), kernel=rng.choice([1, 3, 5, 7]),
                                 stride=rng.choice([1, 2]), expand_ratio=expand, in_filters=prev,
-                                out_filters=out, se_ratio=rng.choice([0.0, 0.1, 0.25, 0.5, 1.0]),
+                                out_filters=out,
+                                se_ratio=rng.choice([0.0, 0.1, 0.25, 0.5, 1.0, 0.0625, 1 / 3]),
                                 id_skip=rng.random() < 0.7, conv_type=conv_type))
         prev = out
     return ArchSpec(tuple(stages), stem=stem, head=rng.choice([16, 64, 100]),

@@ -68,6 +68,20 @@ def test_breakdown_sums_and_defaults():
     assert count_flops(spec.replace(resolution=64)) == count_flops(spec, 64)
 
 
+def test_fast_totals_equal_breakdown(random_trial, random_arch):
+    """count_flops/count_params take a summing fast path; it must equal the per-layer breakdown."""
+    specs = [reference_spec(n, num_classes=1 + i, in_channels=1 + i % 3)
+             for i, n in enumerate(reference_names())]
+    specs += [default_space().sample(random_trial(seed)) for seed in range(100)]
+    specs += [random_arch(seed) for seed in range(200)]
+    for i, spec in enumerate(specs):
+        assert count_params(spec) == sum(c.params for c in cost_breakdown(spec))
+        assert count_flops(spec) == sum(c.flops for c in cost_breakdown(spec))
+        for res in (1, 2, 3, 31 + i % 7, 64 + i, 225, 301):
+            assert count_flops(spec, res) == sum(c.flops for c in cost_breakdown(spec, res)), (
+                res, spec.to_string())
+
+
 @pytest.mark.parametrize("bad", [0, -224, 1.5, 224.0, True, "224", None])
 def test_bad_resolution(bad):
     spec = reference_spec("efficientnet-b0")

@@ -1,0 +1,169 @@
+"""The built network: shapes, memory formats, drop-connect, BN momentum."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from search_space import ArchSpec, build_model, default_space, reference_names, reference_spec
+from search_space.model import _drop_connect
+
+
+@pytest.mark.parametrize("name", reference_names())
+def test_reference_forward_small_resolutions(name, our_model):
+    model = our_model(name)  # eval mode, shared: never trained here
+    assert not model.training
+    with torch.no_grad():
+        for res in (32, 40):  # 40 is not a multiple of 32
+            x = torch.randn(2, 3, res, res)
+            y = model(x)
+            assert y.shape == (2, 1000)
+            assert torch.isfinite(y).all()
+            y_cl = model(x.contiguous(memory_format=torch.channels_last))
+            assert y_cl.shape == (2, 1000)
+            torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4)
+
+
+def test_random_samples_forward_train_and_eval(random_trial):
+    import random
+
+    rng = random.Random(3)
+    for seed in range(10):
+        classes, channels = rng.randint(1, 20), rng.randint(1, 4)
+        res = rng.choice([32, 33, 40, 47, 64])
+        spec = default_space(num_classes=classes, in_channels=channels).sample(random_trial(seed))
+        model = build_model(spec)
+        x = torch.randn(3, channels, res, res)
+        model.train()
+        y = model(x)
+        assert y.shape == (3, classes)
+        if seed == 0:  # gradients reach every parameter
+            y.sum().backward()
+            assert all(p.grad is not None for p in model.parameters())
+        model.eval()
+        with torch.no_grad():
+            y = model(x)
+            y_cl = model(x.contiguous(memory_format=torch.channels_last).to(memory_format=torch.channels_last))
+            model = model.to(memory_format=torch.channels_last)
+            y_cl2 = model(x.contiguous(memory_format=torch.channels_last))
+        assert y.shape == y_cl.shape == y_cl2.shape == (3, classes)
+        torch.testing.assert_close(y_cl, y, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(y_cl2, y, rtol=1e-4, atol=1e-4)
+
+
+def test_off_space_forward(random_arch):
+    for seed in range(10):
+        spec = random_arch(seed)
+        model = build_model(spec).eval()
+        with torch.no_grad():
+            y = model(torch.randn(2, spec.in_channels, spec.resolution, spec.resolution))
+        assert y.shape == (2, spec.num_classes)
+
+
+def test_activation_and_module_types():
+    assert isinstance(build_model(reference_spec("efficientnet-b0")).stem.act, nn.SiLU)
+    assert isinstance(build_model(reference_spec("mnasnet-a1")).stem.act, nn.ReLU)
+    assert isinstance(build_model(reference_spec("mobilenetv2")).head.act, nn.ReLU6)
+    model = build_model(reference_spec("efficientnet-b0", num_classes=10, in_channels=1))
+    assert model.stem.conv.in_channels == 1 and model.classifier.out_features == 10
+    assert model.dropout.p == 0.2
+    assert model.spec == reference_spec("efficientnet-b0", num_classes=10, in_channels=1)
+    residual = [b.residual for b in model.blocks]
+    # B0: residual on every repeat (stride 1, in == out), never on a stage's first layer
+    assert residual == [False, False, True, False, True, False, True, True, False, True, True,
+                        False, True, True, True, False]
+    mnas = build_model(reference_spec("mnasnet-a1"))
+    assert mnas.blocks[0].residual is False  # noskip, although stride 1 and 32 != 16 anyway
+
+
+def _residual_spec(drop_connect: float) -> ArchSpec:
+    # every stage has repeats, so most blocks are residual
+    return ArchSpec.from_string(
+        "stem=16 r3_k3_s11_e1_i16_o16_se0.25 r3_k3_s22_e3_i16_o24 head=32 classes=5 res=32",
+        dropout=0.0, drop_connect=drop_connect)
+
+
+def test_drop_connect_rates_grow_linearly():
+    spec = reference_spec("efficientnet-b0")
+    model = build_model(spec)
+    n = spec.num_blocks
+    assert [b.drop_connect for b in model.blocks] == pytest.approx([0.2 * i / n for i in range(n)])
+    assert all(b.drop_connect == 0 for b in build_model(spec.replace(drop_connect=0.0)).blocks)
+
+
+def test_drop_connect_only_in_train_mode():
+    torch.manual_seed(0)
+    plain = build_model(_residual_spec(0.0))
+    for m in plain.modules():  # the residual branches may start as zero (zero-init last BN)
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+    dropped = build_model(_residual_spec(0.9))
+    dropped.load_state_dict(plain.state_dict())
+    assert sum(b.residual for b in plain.blocks) == 5
+    x = torch.randn(8, 3, 32, 32)
+    plain.eval(), dropped.eval()
+    with torch.no_grad():
+        # eval: drop-connect is off, so the rate does not matter and the output is deterministic
+        torch.testing.assert_close(dropped(x), plain(x), rtol=0, atol=0)
+        torch.testing.assert_close(dropped(x), dropped(x), rtol=0, atol=0)
+        plain.train(), dropped.train()
+        # train, rate 0: deterministic (BN uses batch statistics, dropout is 0)
+        torch.testing.assert_close(plain(x), plain(x), rtol=0, atol=0)
+        torch.manual_seed(1)
+        a = dropped(x)
+        torch.manual_seed(2)
+        b = dropped(x)
+        assert not torch.equal(a, b)  # random branches dropped per sample
+        assert not torch.equal(a, plain(x))
+
+
+def test_drop_connect_function():
+    x = torch.randn(4000, 2, 1, 1) + 5
+    assert _drop_connect(x, 0.5, training=False) is x
+    assert _drop_connect(x, 0.0, training=True) is x
+    torch.manual_seed(0)
+    y = _drop_connect(x, 0.25, training=True)
+    kept = (y != 0).all(dim=(1, 2, 3))
+    dropped = (y == 0).all(dim=(1, 2, 3))
+    assert bool((kept | dropped).all())  # whole samples are dropped, not single elements
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    assert abs(dropped.float().mean().item() - 0.25) < 0.03
+
+
+def test_bn_momentum_and_eps():
+    spec = reference_spec("mnasnet-a1")
+    bns = lambda m: [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]  # noqa: E731
+    assert {(b.momentum, b.eps) for b in bns(build_model(spec))} == {(0.1, 1e-3)}
+    assert {(b.momentum, b.eps) for b in bns(build_model(spec, bn_momentum=0.01, bn_eps=1e-5))} \
+        == {(0.01, 1e-5)}
+    assert {b.momentum for b in bns(build_model(spec, bn_momentum=1))} == {1}
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, 99, math.nan, math.inf, "0.1", None, True])
+def test_bn_momentum_validated(bad):
+    with pytest.raises(ValueError) as info:
+        build_model(reference_spec("mobilenetv2"), bn_momentum=bad)
+    assert "bn_momentum" in str(info.value) and repr(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [None, "efficientnet-b0", {"stages": []}])
+def test_build_model_needs_a_spec(bad):
+    with pytest.raises(ValueError, match="ArchSpec"):
+        build_model(bad)  # type: ignore[arg-type]
+
+
+def test_bn_momentum_changes_running_stats():
+    spec = _residual_spec(0.0)
+    x = torch.randn(8, 3, 32, 32)
+    stats = []
+    for momentum in (0.01, 0.1):
+        torch.manual_seed(0)
+        model = build_model(spec, bn_momentum=momentum).train()
+        with torch.no_grad():
+            model(x)
+        stats.append(model.stem.bn.running_mean.clone())
+    # running_mean = momentum * batch_mean (from 0): ratio 10
+    torch.testing.assert_close(stats[1], stats[0] * 10, rtol=1e-4, atol=1e-6)
