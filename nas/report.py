@@ -262,7 +262,10 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def _complete(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["state"] == "COMPLETE"] if "state" in df.columns else df
+    """COMPLETE trials; every row of a table without a ``state`` column (grid, family)."""
+    if "state" not in df.columns:
+        return df
+    return df[df["state"].astype("string").eq("COMPLETE").fillna(False).astype(bool)]
 
 
 def pareto_front(df: pd.DataFrame, maximize: str = "accuracy", minimize: str = "flops") -> pd.DataFrame:
@@ -585,8 +588,7 @@ def _label_study(study: str) -> str:
 
 def _reward_label(metric: str | None, w: float | None) -> str:
     cost = {"flops": "FLOPs", "params": "params", "latency": "latency"}.get(metric or "flops", str(metric))
-    exponent = "w" if w is None else f"w = {w:g}"
-    return f"reward = accuracy · ({cost} / T)$^{{{exponent}}}$"
+    return f"reward = accuracy × ({cost} / T)$^w$" + ("" if w is None else f", w = {w:g}")
 
 
 def plot_history(df: pd.DataFrame, path: Path, study: str, metric: str | None = "flops",
@@ -608,7 +610,7 @@ def plot_history(df: pd.DataFrame, path: Path, study: str, metric: str | None = 
     if not other.empty and "state" in other.columns:
         for state, marker, color in (("PRUNED", "|", "tab:gray"), ("FAIL", "x", "tab:orange"),
                                      ("RUNNING", ".", "tab:green")):
-            rows = other[other["state"] == state]
+            rows = other[other["state"].astype("string").eq(state).fillna(False).astype(bool)]
             if not rows.empty:
                 ax.plot(rows["number"], [0.02] * len(rows), marker, ms=12, mew=2, color=color,
                         transform=ax.get_xaxis_transform(), label=f"{state.lower()} ({len(rows)}, no reward)")
@@ -630,16 +632,15 @@ def plot_pareto(df: pd.DataFrame, path: Path, study: str, target: float | None) 
     front = pareto_front(df)
     x, y = done["flops"].astype("float64") / fscale, done["accuracy"].astype("float64") * pct
     ax.scatter(x, y, s=28, color="tab:blue", alpha=0.5, label=f"complete trial ({len(done)})")
-    stopped = df[(df.get("state") == "PRUNED")].dropna(subset=["accuracy", "flops"]) if "state" in df.columns \
-        else df.iloc[0:0]
+    stopped = df[df["state"].astype("string").eq("PRUNED").fillna(False).astype(bool)] \
+        .dropna(subset=["accuracy", "flops"]) if "state" in df.columns else df.iloc[0:0]
     if not stopped.empty:
         ax.scatter(stopped["flops"].astype("float64") / fscale, stopped["accuracy"].astype("float64") * pct,
                    s=22, facecolors="none", edgecolors="tab:gray", label=f"pruned ({len(stopped)}, accuracy when stopped)")
     fx, fy = front["flops"].astype("float64") / fscale, front["accuracy"].astype("float64") * pct
     ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.8)
     ax.scatter(fx, fy, s=60, color="tab:red", edgecolors="k", zorder=4, label=f"Pareto front ({len(front)})")
-    for num, xv, yv in zip(front.get("number", pd.Series(dtype="float64")), fx, fy):
-        ax.annotate(f"#{int(num)}", (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    labels = [f"#{int(n)}" for n in front["number"]] if "number" in front.columns else []
     best = _best_row(df)
     if best is not None and not pd.isna(best.get("accuracy")):
         ax.scatter([best["flops"] / fscale], [best["accuracy"] * pct], marker="*", s=260, color="gold",
@@ -649,9 +650,42 @@ def plot_pareto(df: pd.DataFrame, path: Path, study: str, target: float | None) 
     ax.set_xlabel(f"FLOPs ({funit}, multiply-adds)")
     ax.set_ylabel("minival accuracy (%)")
     ax.set_title(f"{_label_study(study)}: accuracy vs FLOPs")
+    _label_points(ax, fig, list(zip(fx, fy)), labels)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
+
+
+def _label_points(ax: Any, fig: Any, points: list[tuple[float, float]], labels: list[str],
+                  fontsize: float = 8) -> None:
+    """Label points without labels overlapping each other or the points: for each, the first of
+    a few offsets (above-left first: nothing on a Pareto front has a point up and to its left)
+    whose box is clear, judged in points from the axes size and limits (~0.75 em a character)."""
+    if not points:
+        return
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    w_in, h_in = ax.get_position().width * fig.get_figwidth(), ax.get_position().height * fig.get_figheight()
+    px, py = w_in * 72 / ((x1 - x0) or 1), h_in * 72 / ((y1 - y0) or 1)  # points per data unit
+    dots = [((x - x0) * px, (y - y0) * py) for x, y in points]
+    placed: list[tuple[float, float, float, float]] = []
+    r = 6.0  # marker radius in points
+
+    def clear(box: tuple[float, float, float, float]) -> bool:
+        l, b, rr, t = box
+        if any(l < cx + r and rr > cx - r and b < cy + r and t > cy - r for cx, cy in dots):
+            return False
+        return not any(l < q[2] and rr > q[0] and b < q[3] and t > q[1] for q in placed)
+
+    for (cx, cy), (x, y), text in zip(dots, points, labels):
+        w, h = 0.75 * fontsize * len(text) + 2, fontsize + 1
+        options = [(-6 - w, 5), (6, 5), (6, -5 - h), (-6 - w, -5 - h), (-w / 2, 8), (-w / 2, -8 - h),
+                   (-6 - w, 14), (6, -14 - h)]
+        dx, dy = next(((dx, dy) for dx, dy in options if clear((cx + dx, cy + dy, cx + dx + w, cy + dy + h))),
+                      options[0])
+        placed.append((cx + dx, cy + dy, cx + dx + w, cy + dy + h))
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                    ha="left", va="bottom")
 
 
 def plot_importance(imp: pd.Series, path: Path, study: str, note_trials: int) -> Path:
@@ -678,8 +712,9 @@ def plot_importance(imp: pd.Series, path: Path, study: str, note_trials: int) ->
         ax.set_yticks(range(len(whats)), [f"{w}  (Σ {grid.loc[w].sum() * 100:.0f}%)" for w in whats], fontsize=9)
         fig.colorbar(img, ax=ax, label="importance (% of the total)")
         noisy = "; few trials: noisy" if note_trials < 20 else ""
+        dot = "; · = not assessed" if not assessed.to_numpy().all() else ""
         ax.set_title(f"{_label_study(study)}: which stage choices matter\n"
-                     f"(PED-ANOVA on reward, {note_trials} complete trials{noisy}; · = not assessed)", fontsize=10)
+                     f"(PED-ANOVA on reward, {note_trials} complete trials{noisy}{dot})", fontsize=10)
     else:
         top = imp.head(20)[::-1]
         fig, ax = _figure(7.5, 0.3 * len(top) + 1.5)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -93,6 +94,15 @@ def _user(trial: optuna.trial.FrozenTrial, key: str) -> Any:
     return trial.user_attrs.get(key)
 
 
+def _retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The first trial of the retry chain this trial continues: optuna's record (retries of dead or
+    interrupted workers' trials), else effnas's ``retry_of`` user attribute."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        number = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return number if number is not None else _user(trial, "retry_of")
+
+
 def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[str]) -> pd.DataFrame:
     """One row per trial with :data:`TRIAL_COLUMNS` then one column per stage choice."""
     rows = []
@@ -115,7 +125,7 @@ def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[s
             "datetime_complete": end,
             "duration_seconds": (end - start).total_seconds() if start and end else None,
             "reason": _user(t, "reason"),
-            "retry_of": t.system_attrs.get("failed_trial", _user(t, "retry_of")),
+            "retry_of": _retried_trial_number(t),
         }
         for name in param_names:
             row[name] = t.params.get(name)

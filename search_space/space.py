@@ -10,9 +10,13 @@ chooses, independently of the others:
 * ``kernel``, ``se`` ratio, ``skip`` (``identity`` residual or ``none``),
 * ``filters``: the output width, ``round_filters(base_width, m)`` for each multiplier m. Rounding
   can map two multipliers to one width (16 x 0.75 rounds back to 16), so the choices are the
-  *distinct* widths -- every choice is a different network and the trial table shows widths;
+  *distinct* widths, and the trial table shows widths;
 * ``layers``: a delta to the base's repeat count; deltas that would leave a stage empty are
-  dropped (not clamped), again so that no two choices give the same network.
+  dropped (not clamped), so that no two choices give the same spec.
+
+``size`` counts distinct specs. One choice can leave the *network* unchanged: ``skip`` on a
+stage none of whose layers can be residual (e.g. a single stride-2 layer) changes the spec string
+but not the computation.
 
 Layers inside a stage are identical; only the first has the stage's stride (MnasNet's rule).
 The stem, head and strides come from the base.
