@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -213,10 +212,13 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
         try:
             # Everything as text: the dtypes are decided once, for both formats, by _normalize.
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            # A row longer than the header is an error (not silently an index, nor truncated).
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], index_col=False)
         except pd.errors.EmptyDataError:
             raise ReportError(f"{path}: empty CSV file (no header)") from None
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as exc:
             raise ReportError(f"{path}: not a readable CSV file ({_first_line(exc)})") from None
     raise ReportError(f"{path}: unknown results file type {path.suffix!r} (expected .parquet or .csv)")
 
@@ -468,7 +470,9 @@ def param_importances(results: str | os.PathLike | pd.DataFrame, *, folder: str 
             f"the {source}: how differently each choice is distributed among the top {top} trials by "
             f"reward than among all of them; conditional choices are assessed where they exist; "
             f"noisy below ~20 trials")
-    return pd.Series(result, name="importance", dtype="float64").sort_values(ascending=False), note
+    imp = pd.Series(result, name="importance", dtype="float64").sort_values(ascending=False)
+    imp.attrs.update(trials=len(rows), source=source)
+    return imp, note
 
 
 # ------------------------------------------------------------------------------------- format
@@ -556,7 +560,10 @@ def _md(df: pd.DataFrame) -> str:
         safe[c] = safe[c].astype(str).str.replace("|", "\\|", regex=False)
     if "arch" in safe.columns:
         safe["arch"] = safe["arch"].map(lambda v: f"`{v}`" if v != "-" else v)
-    return safe.to_markdown(index=False, disable_numparse=True)
+    text_cols = {"arch", "kind", "study", "sampler", "model", "name", "state", "reason"}
+    align = ["left" if c in text_cols or not safe[c].str.match(r"^[-+]?[\d.]+(e[-+]?\d+)?[a-z]*$|^-$").all()
+             else "right" for c in safe.columns]
+    return safe.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def _txt(df: pd.DataFrame) -> str:
@@ -602,7 +609,10 @@ def plot_history(df: pd.DataFrame, path: Path, study: str, metric: str | None = 
     other = df[~df.index.isin(done.index)].sort_values("number")
     ax.plot(done["number"], done["reward"], "o", color="tab:blue", alpha=0.55,
             label=f"complete trial ({len(done)})")
-    ax.step(done["number"], done["reward"].cummax(), where="post", color="tab:red", lw=2, label="best so far")
+    xs, best = done["number"].tolist(), done["reward"].cummax().tolist()
+    if xs and "number" in df.columns and df["number"].max() > xs[-1]:  # carry the best on past the last complete
+        xs, best = xs + [int(df["number"].max())], best + best[-1:]
+    ax.step(xs, best, where="post", color="tab:red", lw=2, label="best so far")
     if not done.empty:
         i = int(done["reward"].to_numpy().argmax())
         ax.plot(done["number"].iloc[i], done["reward"].iloc[i], "*", ms=16, color="tab:red", mec="k",
@@ -636,7 +646,8 @@ def plot_pareto(df: pd.DataFrame, path: Path, study: str, target: float | None) 
         .dropna(subset=["accuracy", "flops"]) if "state" in df.columns else df.iloc[0:0]
     if not stopped.empty:
         ax.scatter(stopped["flops"].astype("float64") / fscale, stopped["accuracy"].astype("float64") * pct,
-                   s=22, facecolors="none", edgecolors="tab:gray", label=f"pruned ({len(stopped)}, accuracy when stopped)")
+                   s=22, facecolors="none", edgecolors="tab:gray",
+                   label=f"pruned ({len(stopped)}, accuracy when stopped)")
     fx, fy = front["flops"].astype("float64") / fscale, front["accuracy"].astype("float64") * pct
     ax.step(fx, fy, where="post", color="tab:red", lw=1.5, alpha=0.8)
     ax.scatter(fx, fy, s=60, color="tab:red", edgecolors="k", zorder=4, label=f"Pareto front ({len(front)})")
@@ -733,6 +744,10 @@ def plot_grid(df: pd.DataFrame, path: Path, study: str, chosen: dict[str, float]
     if value is None:
         raise ReportError(f"{study}: the grid table has neither accuracy nor flops_ratio")
     rows = df.dropna(subset=[a, b, g, value])
+    kind = _col(df, "kind")
+    if kind is not None and rows[kind].astype("string").eq("compound").any():
+        # one-axis scalings (depth only, ...) are off the constrained grid: they would stretch the axes
+        rows = rows[rows[kind].astype("string").eq("compound").fillna(False).astype(bool)]
     if rows.empty:
         raise ReportError(f"{study}: no grid point has {value} values")
     best = rows.loc[pd.to_numeric(rows[value]).idxmax()] if value == acc else None
@@ -746,12 +761,16 @@ def plot_grid(df: pd.DataFrame, path: Path, study: str, chosen: dict[str, float]
     table = at.pivot_table(index=b, columns=a, values=value, aggfunc="max") * pct
     fig, ax = _figure(7.5, 5.2)
     img = ax.imshow(table.to_numpy(dtype="float64"), origin="lower", cmap="viridis", aspect="auto")
-    for i in range(table.shape[0]):
-        for j in range(table.shape[1]):
-            v = table.iat[i, j]
-            if not pd.isna(v):
-                ax.text(j, i, f"{v:.1f}" if value == acc else f"{v:.2f}", ha="center", va="center",
-                        fontsize=8, color=_text_colour(img, v))
+    chars = 4  # "79.9" or "1.94"
+    cell_pt = 0.8 * 7.5 * 72 / max(1, table.shape[1])  # the axes take ~80% of the figure's width
+    fontsize = min(8.0, (cell_pt - 3) / (0.65 * chars))
+    if fontsize >= 5:  # smaller would be unreadable: the colour bar says it then
+        for i in range(table.shape[0]):
+            for j in range(table.shape[1]):
+                v = table.iat[i, j]
+                if not pd.isna(v):
+                    ax.text(j, i, f"{v:.1f}" if value == acc else f"{v:.2f}", ha="center", va="center",
+                            fontsize=fontsize, color=_text_colour(img, v))
     ax.set_xticks(range(table.shape[1]), [f"{v:.2f}" for v in table.columns], rotation=45 if table.shape[1] > 8 else 0)
     ax.set_yticks(range(table.shape[0]), [f"{v:.2f}" for v in table.index])
     ax.set_xlabel("α (depth coefficient)")
@@ -808,6 +827,8 @@ def plot_grid_scatter(df: pd.DataFrame, path: Path, study: str) -> Path | None:
 
 def plot_family(df: pd.DataFrame, path: Path, study: str) -> Path:
     """FLOPs and params of B0..Bn against phi (log scale) with 2^phi x B0 for reference."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     phi, name = _col(df, "phi"), _col(df, "name")
     flops, params = _col(df, "flops"), _col(df, "params")
     rows = df.sort_values(phi)
@@ -830,6 +851,9 @@ def plot_family(df: pd.DataFrame, path: Path, study: str) -> Path:
         ref = base * 2.0 ** (x - x.min())
         ax.plot(x, ref, "--", color="tab:gray", label=f"$2^{{\\varphi}}$ × {what} of B{int(x.min())}")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 1-2-5 steps, not only decades
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("compound coefficient φ")
         ax.set_ylabel(ylabel)
         ax.set_xticks(x)
@@ -986,7 +1010,8 @@ def _trials_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, top: i
         unit = _flops_scale([target]) if metric == "flops" else (1e6, "M params") if metric == "params" \
             else (1.0, "ms")
         w = best_json.get("w") if best_json else None
-        doc.line(f"- objective: reward = accuracy · ({metric} / T)^w, T = {target / unit[0]:.2f} {unit[1]}"
+        cost = {"flops": "FLOPs", "params": "params", "latency": "latency"}.get(str(metric), str(metric))
+        doc.line(f"- objective: reward = accuracy × ({cost} / T)^w, T = {target / unit[0]:.2f} {unit[1]}"
                  + (f", w = {w}" if w is not None else ""))
     b = s["best"]
     if b is None:
@@ -1019,10 +1044,12 @@ def _trials_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, top: i
     if not plots:
         return
     doc.heading("Plots")
-    if "reward" in df.columns and "number" in df.columns:
+    if "reward" in df.columns and "number" in df.columns and _complete(df)["reward"].notna().any():
         p = plot_history(df, out / "history.png", study, metric, best_json.get("w") if best_json else None)
         rep.plots.append(p)
         doc.image(p, out, "best reward so far vs trial")
+    else:
+        doc.note("no complete trial with a reward yet: no history plot")
     if "accuracy" in df.columns and "flops" in df.columns and _complete(df)["accuracy"].notna().any():
         p = plot_pareto(df, out / "pareto.png", study, target if metric == "flops" else None)
         rep.plots.append(p)
@@ -1034,8 +1061,7 @@ def _trials_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, top: i
         doc.note(f"stage-choice importance {note}")
         rep.notes.append(f"importance {note}")
     else:
-        n = int(re.search(r"over (\d+)", note).group(1)) if re.search(r"over (\d+)", note) else 0
-        p = plot_importance(imp, out / "importance.png", study, n)
+        p = plot_importance(imp, out / "importance.png", study, imp.attrs["trials"])
         rep.plots.append(p)
         doc.image(p, out, "which stage choices matter")
         doc.note(note)
@@ -1149,11 +1175,10 @@ def make_report(path: str | os.PathLike, out: str | os.PathLike | None = None, *
     path = Path(path)
     first = _results_file(path)
     folder = path if path.is_dir() else path.parent
-    files = find_results(folder) if path.is_dir() else {_load(first)[0]: first}
-    tables = {}
-    for kind, file in files.items():
-        k, df = _load(file)
-        tables[kind] = df
+    files = find_results(folder) if path.is_dir() else {"?": first}
+    tables = dict(_load(file) for file in files.values())
+    if not path.is_dir():
+        files = {next(iter(tables)): first}
     out_dir = Path(out) if out is not None else folder
     if write or plots:
         try:
@@ -1176,7 +1201,7 @@ def make_report(path: str | os.PathLike, out: str | os.PathLike | None = None, *
         else:
             _family_section(doc, df, folder, out_dir, plots, rep)
     rep.text = "\n".join(doc.text).strip("\n") + "\n"
-    rep.markdown = "\n".join(doc.md).strip("\n") + "\n"
+    rep.markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(doc.md).strip("\n")) + "\n"
     if write:
         rep.markdown_path = write_text(rep.markdown, out_dir / "report.md")
     return rep
@@ -1230,6 +1255,8 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                 None if acc is None or df[acc].isna().all() else df[acc].max() * _pct_scale(df[acc]), ".2f")})
         rows.append(row)
     table = pd.DataFrame(rows).fillna("-").astype(str)
+    if table["kind"].nunique() == 1:
+        table = table.drop(columns="kind")
     common = Path(os.path.commonpath([str(f.resolve()) for f, _, _ in loaded]))
     out_dir = Path(out) if out is not None else common
     doc = _Doc()
@@ -1249,7 +1276,7 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
         f"[{label}]({Path(os.path.relpath(_report_dir(folder, out, label) / 'report.md', out_dir)).as_posix()})"
         for label, (folder, _, _) in zip(labels, loaded))]
     rep.text = "\n".join(doc.text).strip("\n") + "\n"
-    rep.markdown = "\n".join(doc.md).strip("\n") + "\n"
+    rep.markdown = re.sub(r"\n{3,}", "\n\n", "\n".join(doc.md).strip("\n")) + "\n"
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
         rep.markdown_path = write_text(rep.markdown, out_dir / "comparison.md")
@@ -1291,8 +1318,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\nreport: {rep.markdown_path}")
             return
         folders = [Path(p) for p in args.paths]
-        labels = _labels([f if f.is_dir() else f.parent for f in folders if f.exists()]) \
-            if all(f.exists() for f in folders) else [f.name for f in folders]
+        for f in folders:  # every path is checked before anything is written
+            _results_file(f)
+        homes = [(f if f.is_dir() else f.parent).resolve() for f in folders]
+        twice = sorted({str(h) for h in homes if homes.count(h) > 1})
+        if twice:
+            raise ReportError(f"the same results folder was given twice: {', '.join(twice)}")
+        labels = _labels([f if f.is_dir() else f.parent for f in folders])
         reports = []
         for f, label in zip(folders, labels):
             out = None if args.out is None else Path(args.out) / label

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,8 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, tiny nas-search study (4 trials on 256 Fashion-MNIST images): its results folder."""
     root = tmp_path_factory.mktemp("nas_runs")
     cmd = [NAS_SEARCH, "search.n_trials=4", "proxy.train_size=256", "proxy.minival_size=200",
-           "proxy.eval_batch_size=200", "pruner=none", f"results_dir={root}", "search.study_name=tiny"]
+           "proxy.eval_batch_size=200", "proxy.threads=1", "pruner=none", f"results_dir={root}",
+           "search.study_name=tiny"]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = root / "tiny"
@@ -63,7 +63,7 @@ def grid_frame() -> pd.DataFrame:
                                      accuracy=acc, params=int(4e6 * a * b * b), flops=int(8.3e6 * product),
                                      resolution=int(round(32 * g)), kind="compound"))
     for kind, col in (("depth", "alpha"), ("width", "beta"), ("resolution", "gamma")):
-        coef = dict(alpha=1.0, beta=1.0, gamma=1.0, **{col: 2.0})
+        coef = {**dict(alpha=1.0, beta=1.0, gamma=1.0), col: 2.0}
         product = coef["alpha"] * coef["beta"] ** 2 * coef["gamma"] ** 2
         rows.append(dict(**coef, product=product, flops_ratio=product, accuracy=None, params=int(4e6),
                          flops=int(8.3e6 * product), resolution=int(round(32 * coef["gamma"])), kind=kind))
@@ -149,17 +149,8 @@ def test_report_of_a_real_run(real_run: Path, tmp_path: Path) -> None:
         assert needle in proc.stdout, needle
     pngs = check_pngs(out, {"history.png", "pareto.png", "importance.png"})
     text = check_markdown(out / "report.md", pngs)
-    assert "| rank" in text and f"`{best['arch']}`" in text
+    assert re.search(r"\|\s+rank\s+\|", text) and f"`{best['arch']}`" in text
     assert not list(real_run.glob("*.png")), "with --out nothing is written into the results folder"
-
-
-def test_report_into_the_folder_itself(real_run: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "copy"
-    shutil.copytree(real_run, folder)
-    rep = make_report(folder, top=2)
-    assert rep.markdown_path == folder / "report.md"
-    check_markdown(folder / "report.md", check_pngs(folder, {"history.png", "pareto.png"}))
-    assert rep.kinds == ["trials"]
 
 
 def load_best(folder: Path) -> dict:
@@ -228,7 +219,7 @@ def test_pareto_front_other_columns_and_errors() -> None:
     df = pd.DataFrame({"acc": [0.5, 0.6, 0.4], "params": [3, 3, 1]})  # no state column: all rows count
     assert pareto_front(df, maximize="acc", minimize="params").index.tolist() == [2, 1]
     assert pareto_front(df.iloc[0:0], maximize="acc", minimize="params").empty
-    with pytest.raises(ValueError, match="flops"):
+    with pytest.raises(ValueError, match="no column 'accuracy'"):
         pareto_front(df)
 
 
@@ -281,31 +272,34 @@ def test_family_report(family_folder: Path, tmp_path: Path) -> None:
     assert "FLOPs / (2^φ·B0)" in rep.text
 
 
-def test_table_fallback_and_comparison(real_run: Path, tmp_path: Path) -> None:
-    """A second study without a journal (e.g. on PostgreSQL): importance from the table, and
-    two folders side by side from the CLI."""
+def test_table_fallback_and_comparison(real_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second study without a journal (e.g. on PostgreSQL): importance from the table; then the
+    two side by side, each report written into its own folder and the comparison beside them."""
+    from nas.report import main
+
+    tiny = tmp_path / "tiny"
+    shutil.copytree(real_run, tiny)
     raw = pd.read_parquet(real_run / "trials.parquet")
     other = pd.concat([raw, raw.assign(number=raw["number"] + len(raw))], ignore_index=True)
-    rng = np.random.default_rng(0)
     done = other["state"] == "COMPLETE"
-    other.loc[done, "reward"] = rng.uniform(0.1, 0.9, int(done.sum()))
+    other.loc[done, "reward"] = np.random.default_rng(0).uniform(0.1, 0.9, int(done.sum()))
     folder = tmp_path / "random"
     write_table(other, folder, "trials")
     imp, note = param_importances(folder)
     assert imp is not None and "trials table" in note and imp.sum() == pytest.approx(1.0)
 
-    out = tmp_path / "cmp"
-    proc = run_report(real_run, folder, "--out", out, "--top", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert "Comparison: tiny vs random" in proc.stdout and "best reward" in proc.stdout
-    check_pngs(out, {"comparison_history.png"})
-    for label in ("tiny", "random"):
-        check_markdown(out / label / "report.md", check_pngs(out / label, {"history.png", "pareto.png"}))
-    cmp_md = (out / "comparison.md").read_text()
-    assert "tiny/report.md" in cmp_md and "random/report.md" in cmp_md
-    table, _ = compare([real_run, folder], tmp_path / "cmp2", plots=False)
+    main([str(tiny), str(folder), "--top", "2"])
+    stdout = capsys.readouterr().out
+    assert "Comparison: tiny vs random" in stdout and "best reward" in stdout
+    for study in (tiny, folder):
+        check_markdown(study / "report.md", check_pngs(study, {"history.png", "pareto.png", "importance.png"}))
+    check_pngs(tmp_path, {"comparison_history.png"})
+    cmp_md = (tmp_path / "comparison.md").read_text()
+    assert "(tiny/report.md)" in cmp_md and "(random/report.md)" in cmp_md
+    table, _ = compare([tiny, folder], tmp_path / "cmp2", plots=False)
     assert table["study"].tolist() == ["tiny", "random"]
     assert table.loc[1, "best reward"] == f"{other.loc[done, 'reward'].max():.4f}"
+    assert table.loc[1, "trials"] == str(len(other))
 
 
 def test_importance_skipped_with_fewer_than_three_trials(real_run: Path) -> None:
@@ -347,14 +341,34 @@ def test_load_results_errors(tmp_path: Path, real_run: Path) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
+    """Through the installed console script: no traceback, one line, exit status 2."""
     one_line_error(run_report(tmp_path / "nowhere"), "no such file or folder")
-    nested = tmp_path / "results"
-    write_table(family_frame(), nested / "fam", "family")
-    one_line_error(run_report(nested), "no results files", "fam")
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "grid.parquet").write_bytes(os.urandom(256))
-    one_line_error(run_report(corrupt), "grid.parquet")
-    (corrupt / "grid.parquet").unlink()
+    one_line_error(run_report(corrupt), "grid.parquet", "not a readable Parquet file")
+
+
+def test_main_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], real_run: Path) -> None:
+    """The same handler in-process (cheaper than a subprocess per case)."""
+    from nas.report import main
+
+    def error_of(*argv: str | os.PathLike) -> str:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+        return err
+
+    nested = tmp_path / "results"
+    write_table(family_frame(), nested / "fam", "family")
+    assert "study folders inside: fam" in error_of(nested)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
     (corrupt / "grid.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x81\x82")
-    one_line_error(run_report(corrupt), "grid.csv")
+    assert "grid.csv" in error_of(corrupt)
+    assert "missing" in error_of(real_run, tmp_path / "missing")  # nothing written for the good one
+    assert not (real_run / "report.md").exists()
+    assert "given twice" in error_of(real_run, real_run)
+    assert "--top" in error_of(real_run, "--top", "0")
