@@ -139,4 +139,5 @@ def count_flops(spec: ArchSpec, resolution: int | None = None) -> int:
 
     One multiply-add = one FLOP, the paper's and fvcore's convention (EfficientNet-B0 at 224 px:
     about 0.39B)."""
-    return _totals(spec, _check_resolution(spec.resolution if resolution is None else resolution))[1]
+    res = spec.resolution if resolution is None else resolution
+    return _totals(spec, _check_resolution(res))[1]

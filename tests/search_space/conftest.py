@@ -99,7 +99,7 @@ def our_model():
 
 @pytest.fixture(scope="session")
 def official_model():
-    """``official_model("efficientnet-bK")``: efficientnet_pytorch's model, built once, eval mode."""
+    """``official_model("efficientnet-bK")``: efficientnet_pytorch's model, built once, eval."""
     return _official_model
 
 

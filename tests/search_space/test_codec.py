@@ -123,7 +123,8 @@ def test_block_codec():
 def test_key_value_tokens_anywhere_and_commas():
     text = "res=64 r1_k3_s11_e1_i32_o16_se0.25, classes=10 r2_k3_s22_e6_i16_o24 act=relu"
     spec = decode_arch(text)
-    assert (spec.resolution, spec.num_classes, spec.activation.value, spec.stem) == (64, 10, "relu", 32)
+    assert (spec.resolution, spec.num_classes, spec.activation.value, spec.stem) == (
+        64, 10, "relu", 32)
     assert len(spec.stages) == 2
     # explicit tokens beat keyword defaults
     assert decode_arch(text, num_classes=3, in_channels=1).num_classes == 10

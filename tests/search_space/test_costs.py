@@ -16,7 +16,8 @@ from search_space.costs import conv_output_size
 
 def _fvcore(model: nn.Module, in_channels: int, res: int) -> FlopCountAnalysis:
     analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, in_channels, res, res))
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analysis.tracer_warnings("none")
     return analysis
 
 

@@ -46,7 +46,7 @@ def test_random_samples_forward_train_and_eval(random_trial):
         model.eval()
         with torch.no_grad():
             y = model(x)
-            y_cl = model(x.contiguous(memory_format=torch.channels_last).to(memory_format=torch.channels_last))
+            y_cl = model(x.contiguous(memory_format=torch.channels_last))
             model = model.to(memory_format=torch.channels_last)
             y_cl2 = model(x.contiguous(memory_format=torch.channels_last))
         assert y.shape == y_cl.shape == y_cl2.shape == (3, classes)

@@ -41,7 +41,8 @@ def test_mnasnet_a1_snapped_is_a_point():
     assert [s.repeats for s in spec.stages] == [1, 2, 3, 4, 2, 3, 1]
     assert spec.stages[0].conv_type is ConvType.DS and not spec.stages[0].id_skip
     # stem, head, activation come from the base
-    assert (spec.stem, spec.head, spec.activation) == (32, 1280, reference_spec("efficientnet-b0").activation)
+    b0 = reference_spec("efficientnet-b0")
+    assert (spec.stem, spec.head, spec.activation) == (b0.stem, b0.head, b0.activation)
 
 
 def test_mnasnet_a1_without_snap_names_stage_6():
@@ -51,19 +52,20 @@ def test_mnasnet_a1_without_snap_names_stage_6():
     assert "stage 6" in msg and "160" in msg and "144" in msg
 
 
+def _edit(old: str, new: str):
+    return lambda s: ArchSpec.from_string(s.to_string().replace(old, new))
+
+
 @pytest.mark.parametrize("change,fragment", [
     (lambda s: s.replace(activation="relu"), "activation"),
     (lambda s: s.replace(head=1408), "head"),
-    (lambda s: ArchSpec.from_string(s.to_string().replace("r1_k3_s11_e6_i192_o320",
-                                                          "r1_k7_s11_e6_i192_o320")), "stage 7: kernel 7"),
-    (lambda s: ArchSpec.from_string(s.to_string().replace("r1_k3_s11_e6_i192_o320",
-                                                          "r1_k3_s22_e6_i192_o320")), "stage 7: stride 2"),
-    (lambda s: ArchSpec.from_string(s.to_string().replace("r3_k3_s22_e6_i40_o80",
-                                                          "r3_k3_s22_e4_i40_o80")), "stage 4: expand_ratio 4"),
-    (lambda s: ArchSpec.from_string(s.to_string().replace("r4_k5_s22_e6_i112",
-                                                          "r6_k5_s22_e6_i112")), "stage 6: layer delta 2"),
-    (lambda s: ArchSpec.from_string(s.to_string().replace("i80_o112_se0.25",
-                                                          "i80_o112_se0.5")), "stage 5: se_ratio 0.5"),
+    (_edit("r1_k3_s11_e6_i192_o320", "r1_k7_s11_e6_i192_o320"), "stage 7: kernel 7"),
+    (_edit("r1_k3_s11_e6_i192_o320", "r1_k3_s22_e6_i192_o320"), "stage 7: stride 2"),
+    (_edit("r3_k3_s22_e6_i40_o80", "r3_k3_s22_e4_i40_o80"), "stage 4: expand_ratio 4"),
+    (_edit("r4_k5_s22_e6_i112", "r6_k5_s22_e6_i112"), "stage 6: layer delta 2"),
+    (_edit("i80_o112_se0.25", "i80_o112_se0.5"), "stage 5: se_ratio 0.5"),
+    (_edit("i32_o16_se0.25", "i32_o16_se0.25_noskip r1_k3_s11_e1_i16_o16"),
+     "8 stages"),
     (lambda s: s.replace(stages=s.stages[:6]), "6 stages"),
 ])
 def test_params_of_rejects_what_is_not_in_the_space(change, fragment):
@@ -179,7 +181,8 @@ def test_from_config_and_bases():
     assert default_space().base == reference_spec("efficientnet-b0")
     space = SearchSpace.from_config({"base": "mnasnet-a1", "name": "mnasnet", "kernels": [3, 5, 7]},
                                     num_classes=10, in_channels=1, resolution=32)
-    assert space.base == reference_spec("mnasnet-a1", num_classes=10, in_channels=1).replace(resolution=32)
+    expected = reference_spec("mnasnet-a1", num_classes=10, in_channels=1).replace(resolution=32)
+    assert space.base == expected
     assert space.kernels == (3, 5, 7)
     text = "r1_k3_s11_e1_i32_o16 r2_k3_s22_e6_i16_o24"
     assert SearchSpace.from_config({"base": text}).base.stages == ArchSpec.from_string(text).stages

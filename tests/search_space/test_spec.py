@@ -37,7 +37,8 @@ def test_valid_block_is_normalised():
 BAD_BLOCK_FIELDS = [
     ("kernel", 4), ("kernel", 2), ("kernel", 0), ("kernel", -3), ("kernel", 3.0), ("kernel", True),
     ("kernel", "3"),
-    ("stride", 3), ("stride", 0), ("stride", -1), ("stride", True), ("stride", 2.0), ("stride", "2"),
+    ("stride", 3), ("stride", 0), ("stride", -1), ("stride", True), ("stride", 2.0),
+    ("stride", "2"),
     ("in_filters", 0), ("in_filters", -16), ("in_filters", True), ("in_filters", 16.0),
     ("out_filters", 0), ("out_filters", -8), ("out_filters", 24.5),
     ("se_ratio", -0.1), ("se_ratio", 1.5), ("se_ratio", math.nan), ("se_ratio", math.inf),
