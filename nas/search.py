@@ -23,8 +23,8 @@ from search_space import ArchSpec, SearchSpace, count_flops, count_params, refer
 from .data import DataSplits, load_splits
 from .objective import Reward, auto_target, cost_of
 from .results import best_trial, export_study, redact_url, write_json, write_text
-from .study import (PRUNERS, Interrupted, StorageConfig, handle_signals, make_pruner, make_sampler, make_storage,
-                    open_study, over_budget, run_worker, trial_counts, worker_id)
+from .study import (PRUNERS, Interrupted, StorageConfig, enqueue_once, handle_signals, make_pruner, make_sampler,
+                    make_storage, open_study, over_budget, run_worker, trial_counts, worker_id)
 from .train import Diverged, TrainConfig, train_and_evaluate
 
 __all__ = ["run_search", "SearchOutcome", "train_config", "load_data", "Surplus", "TrialRunner",
@@ -287,9 +287,9 @@ def run_search(cfg: dict[str, Any]) -> SearchOutcome:
             "in_channels": data.in_channels}
     study = open_study(study_name, storage, sampler, pruner,
                        ["maximize", "minimize"] if multi else ["maximize"], meta)
-    for name in search.get("warm_start") or []:
-        ref = reference_spec(name, num_classes=data.num_classes, in_channels=data.in_channels)
-        study.enqueue_trial(space.params_of(ref, snap=True), skip_if_exists=True)
+    enqueue_once(study, [space.params_of(reference_spec(name, num_classes=data.num_classes,
+                                                        in_channels=data.in_channels), snap=True)
+                         for name in search.get("warm_start") or []], folder)
     runner = TrialRunner(data, train_cfg, reward, max_flops=objective_cfg.get("max_flops"),
                          max_params=objective_cfg.get("max_params"), seed=seed, budget=n_trials,
                          multi_objective=multi)

@@ -38,6 +38,7 @@ import copy
 import json
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -60,7 +61,7 @@ __all__ = ["Interrupted", "BudgetTaken", "StorageConfig", "make_storage", "make_
            "SAMPLERS", "PRUNERS", "STORAGES", "worker_id", "recover_dead_local_workers", "recover_stale",
            "fail_stale_trials", "RetryStaleTrial", "handle_signals", "interruptible", "run_worker",
            "trial_counts", "open_study", "over_budget", "concurrent_workers", "RedactSecrets",
-           "redact_secrets"]
+           "redact_secrets", "enqueue_once"]
 
 log = logging.getLogger("effnas")
 
@@ -288,6 +289,9 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
         return True
 
 
+_SCHEMA_ATTEMPTS = 8
+
+
 def _storage_error(url: str, exc: Exception) -> ValueError:
     first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return ValueError(f"cannot open storage {redact_url(url)}: {first[0] if first else type(exc).__name__}")
@@ -303,8 +307,6 @@ def make_storage(cfg: StorageConfig, folder: Path, workers: int = 1) -> optuna.s
         lock = (journal.JournalFileOpenLock(str(path)) if cfg.lock == "open"
                 else journal.JournalFileSymlinkLock(str(path)))
         return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
-    import sqlalchemy.exc
-
     if cfg.kind == "sqlite":
         url = cfg.url or f"sqlite:///{folder / 'study.db'}"
         if not url.startswith("sqlite:///"):
@@ -315,29 +317,56 @@ def make_storage(cfg: StorageConfig, folder: Path, workers: int = 1) -> optuna.s
                         "locked' errors and trials orphaned in RUNNING; use storage=journal (one machine) "
                         "or storage=postgres (cluster)", _describe_sharing(workers))
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return optuna.storages.RDBStorage(url)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise _storage_error(url, exc) from None
-    url = re.sub(r"^postgres://", "postgresql://", str(cfg.url))  # SQLAlchemy 2 knows only the long name
+        return _rdb_storage(url)
+    url = _postgres_driver_url(str(cfg.url))
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith(("postgresql://", "postgresql+psycopg2://")):
+    if url.startswith(("postgresql+psycopg2://", "postgresql+psycopg://")):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable server fails, not hangs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _rdb_storage(url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.heartbeat_interval,
+                            grace_period=cfg.grace_seconds,
+                            heartbeat_stale_trial_callback=RetryStaleTrial(cfg.max_retry))
+
+
+# Messages of a lost race to create optuna's tables: PostgreSQL's catalog, SQLite's alembic table.
+_SCHEMA_RACE = ("duplicate key", "already exists", "UNIQUE constraint failed", "database is locked")
+
+
+def _rdb_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    """``RDBStorage``, retried when workers that start together on an empty database all create
+    optuna's tables and all but one lose the race (the tables exist a moment later); any other
+    error is one line without the password."""
+    import sqlalchemy.exc
+
+    for attempt in range(_SCHEMA_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=cfg.heartbeat_interval,
-                grace_period=cfg.grace_seconds,
-                heartbeat_stale_trial_callback=RetryStaleTrial(cfg.max_retry),
-            )
+            return optuna.storages.RDBStorage(url, **kwargs)
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise _storage_error(url, exc) from None
-        except ModuleNotFoundError as exc:  # psycopg2 missing
-            raise ValueError(f"storage=postgres needs the PostgreSQL driver: pip install 'effnas[postgres]' "
-                             f"({exc})") from None
+            racing = isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                                      sqlalchemy.exc.OperationalError)) and any(m in str(exc) for m in _SCHEMA_RACE)
+            if not racing or attempt == _SCHEMA_ATTEMPTS - 1:
+                raise _storage_error(url, exc) from None
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+        except ImportError as exc:  # the driver named in the URL is missing
+            raise ValueError(f"cannot load the database driver for {redact_url(url)} ({exc}); for "
+                             f"PostgreSQL: pip install 'effnas[postgres]'") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _postgres_driver_url(url: str) -> str:
+    """``postgres[ql]://`` -> ``postgresql+<driver>://`` with a driver that is installed: SQLAlchemy
+    2.1 reads a bare ``postgresql://`` as psycopg 3, while ``effnas[postgres]`` installs psycopg2."""
+    url = re.sub(r"^postgres://", "postgresql://", url)  # SQLAlchemy knows only the long name
+    if not url.startswith("postgresql://"):
+        return url  # the user chose a driver
+    import importlib.util
+
+    for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://"):]
+    raise ValueError("storage=postgres needs a PostgreSQL driver: pip install 'effnas[postgres]' "
+                     "(psycopg2-binary) or psycopg")
 
 
 def _hydra_launcher() -> str | None:
@@ -376,27 +405,36 @@ def _describe_sharing(declared: int) -> str:
 # Secrets in what Hydra writes and prints
 
 
-_CREDENTIALS = re.compile(r"(://[^:/@\s'\"]+:)[^@\s'\"]+@")
+# scheme://user:password@ -- also as Hydra writes an override back: postgresql\://user\:password@
+_CREDENTIALS = re.compile(r"(\\?://[^:/@\s'\"\\]+\\?:)[^@\s'\"]+@")
 
 
 def redact_secrets(text: str) -> str:
-    """Every ``scheme://user:password@`` in a text, with the password replaced by ``***``."""
+    """Every ``scheme://user:password@`` in a text (Hydra's ``\\:`` escapes included), with the
+    password replaced by ``***``."""
     return _CREDENTIALS.sub(r"\g<1>***@", text)
 
 
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+def _redact_log_records() -> None:
+    """Redact every log record of this process as it is made (a record factory outlives the
+    handler swaps of Hydra's launchers, which reconfigure logging before they list the jobs)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts_secrets", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 -- a malformed record is logging's business
+            return record
         clean = redact_secrets(message)
         if clean != message:
             record.msg, record.args = clean, None
-        return True
+        return record
 
-
-def _redact_log_handlers() -> None:
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _RedactingFilter) for f in handler.filters):
-            handler.addFilter(_RedactingFilter())
+    factory.redacts_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def _redact_file(path: Path) -> None:
@@ -435,13 +473,13 @@ class RedactSecrets:
                 _redact_file(Path(output_dir) / subdir / name)
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        _redact_log_handlers()
+        _redact_log_records()
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        _redact_log_handlers()
+        _redact_log_records()
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        _redact_log_handlers()
+        _redact_log_records()
         try:
             from hydra.core.hydra_config import HydraConfig
             from hydra.types import RunMode
@@ -559,7 +597,8 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     interval = _heartbeat_interval(storage)
     if not interval or not hasattr(storage, "_get_stale_trial_ids"):
         return []
-    grace = getattr(storage, "grace_period", None) or 2 * interval
+    backend = getattr(storage, "_backend", storage)  # optuna wraps RDBStorage in a cache
+    grace = getattr(backend, "grace_period", None) or 2 * interval
     failed: list[optuna.trial.FrozenTrial] = []
     for trial_id in storage._get_stale_trial_ids(study._study_id):
         trial = storage.get_trial(trial_id)
@@ -655,6 +694,28 @@ def _twin_of(trials: list[optuna.trial.FrozenTrial], trial: optuna.trial.FrozenT
         if t.number < trial.number and t.state != TrialState.FAIL and _point(t) == key:
             return t.number
     return None
+
+
+def enqueue_once(study: optuna.Study, points: list[dict[str, Any]], folder: Path,
+                 user_attrs: dict[str, Any] | None = None) -> int:
+    """Enqueue each point (warm start) unless the study already has it. ``skip_if_exists`` is
+    check-then-enqueue, so workers starting together would each enqueue it: a lock file in the
+    study folder serialises the workers that share the folder (one machine, or a shared file
+    system); :func:`run_worker` drops any twin that still slips through (other hosts)."""
+    import fcntl
+
+    if not points:
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    before = len(study.get_trials(deepcopy=False))
+    with open(folder / ".enqueue.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            for params in points:
+                study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return max(0, len(study.get_trials(deepcopy=False)) - before)
 
 
 def _drop_duplicate_waiting(study: optuna.Study) -> None:

@@ -26,7 +26,14 @@ def _reference_key(text: str) -> str | None:
 
 
 def _looks_like_path(text: str) -> bool:
-    return "/" in text or text.endswith((".json", ".yaml", ".yml")) or Path(text).expanduser().exists()
+    if "/" in text or text.endswith((".json", ".yaml", ".yml")):
+        return True  # never part of an architecture string
+    if "=" in text or any(c.isspace() for c in text):
+        return False  # key=value tokens, several block strings
+    try:
+        return Path(text).expanduser().exists()
+    except OSError:  # e.g. a name too long for the file system
+        return False
 
 
 def _read_json(path: Path) -> Any:

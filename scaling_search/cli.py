@@ -16,7 +16,11 @@ __all__ = ["search_main", "family_main"]
 
 
 def _search_task(cfg: dict[str, Any]) -> int:
+    import optuna
+
     from .search import run_scale_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # again: joblib jobs are fresh processes
 
     outcome = run_scale_search(cfg)
     if outcome.skipped:

@@ -111,9 +111,9 @@ def load_coefficients(path: str | Path) -> tuple[Coefficients, dict[str, Any]]:
 
 
 def dropout_at(phi: int, dropout: tuple[float, float] = (0.2, 0.5)) -> float:
-    """Linear from ``dropout[0]`` at phi 0 to ``dropout[1]`` at phi 7, held beyond."""
+    """Linear from ``dropout[0]`` at phi 0 to ``dropout[1]`` at phi 7, held beyond (4 decimals)."""
     low, high = dropout
-    return round(low + (high - low) * min(phi, _DROPOUT_SPAN) / _DROPOUT_SPAN, 6)
+    return round(low + (high - low) * min(phi, _DROPOUT_SPAN) / _DROPOUT_SPAN, 4)  # tidy arch strings
 
 
 def _check_dropout(dropout: Any) -> tuple[float, float]:
@@ -201,7 +201,10 @@ def format_family(df: pd.DataFrame) -> str:
             cells.append("-" if pd.isna(r.accuracy) else f"{r.accuracy:.4f}")
         lines.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(headers)]
-    fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def fmt(cells: list[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *(fmt(c) for c in lines)])
 
 
@@ -257,7 +260,7 @@ def run_family(cfg: dict[str, Any]) -> FamilyOutcome:
         resolution = ((coeff_data.get("base_resolution") if from_coefficients else None)
                       or source.file_resolution or source.spec().resolution)
 
-    data_cache = None
+    data_cache, asked_by = None, "num_classes / in_channels"
     if upto is not None:  # the dataset decides the head unless num_classes/in_channels are given
         from .search import DataCache
 
@@ -269,9 +272,11 @@ def run_family(cfg: dict[str, Any]) -> FamilyOutcome:
         train_cfg = train_config(dict(cfg.get("proxy") or {}), seed)
         data_cache = DataCache(dict(cfg.get("dataset") or {}), dict(cfg.get("proxy") or {}), seed)
         probe = data_cache.at(resolution)
+        if num_classes is None and in_channels is None:
+            asked_by = f"dataset {probe.name} (train.upto)"
         num_classes = num_classes or probe.num_classes
         in_channels = in_channels or probe.in_channels
-    base = source.spec(num_classes, in_channels, what="num_classes / in_channels")
+    base = source.spec(num_classes, in_channels, what=asked_by)
     table, specs = family_table(base, coeffs, max_phi, dropout, resolution)
 
     if data_cache is not None:

@@ -6,7 +6,7 @@ trained by stage 1's :class:`nas.search.TrialRunner` under the same proxy protoc
 workers -- Hydra multirun jobs or plain invocations -- share one grid and every point is evaluated
 once. Two guards make "once" hold when workers start at the same moment: points are enqueued
 under a lock file in the study folder, and a trial whose point an earlier live trial already holds
-is closed as PRUNED with ``duplicate_of`` (a guard for storages shared across hosts).
+is closed untrained as FAIL with ``duplicate_of`` (a guard for storages shared across hosts).
 
 ``run_scale_search(cfg)`` is what the Hydra CLI calls and what tests and notebooks call directly;
 ``cfg`` is the Hydra tree as a plain dict (see ``conf/scale_search.yaml``).
@@ -31,10 +31,9 @@ from optuna.trial import TrialState
 
 from nas.objective import Reward
 from nas.results import write_table, write_text
-from nas.search import TrialRunner, load_data, save_config, study_folder, train_config
-from nas.study import (Interrupted, StorageConfig, handle_signals, make_storage, open_study, run_worker,
-                       trial_counts, worker_id)
-from search_space import ArchSpec, count_flops
+from nas.study import (BudgetTaken, Interrupted, StorageConfig, handle_signals, make_storage, open_study,
+                       run_worker, trial_counts)
+from search_space import count_flops
 
 from .base import BaseSource, read_base
 from .grid import KINDS, GridPoint, GridSpec, constrained_grid, match_flops, measure_point, product_of
@@ -98,6 +97,8 @@ class DataCache:
 
     def at(self, resolution: int) -> Any:
         if resolution not in self._splits:
+            from nas.search import load_data
+
             self._splits[resolution] = load_data(self.dataset, {**self.proxy, "resolution": resolution},
                                                  self.seed)
         return self._splits[resolution]
@@ -171,11 +172,13 @@ def _kind_of(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial
 
 
 def grid_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of the study with :data:`GRID_COLUMNS`."""
+    """One row per trial of a grid point (every state) with :data:`GRID_COLUMNS`."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         p = _point_params(t)
+        if _key(p) is None:  # a trial that found no point left (two workers raced for the last)
+            continue
         alpha, beta, gamma = (p.get(n) for n in ("alpha", "beta", "gamma"))
         start, end = t.datetime_start, t.datetime_complete
         rows.append({
@@ -268,12 +271,18 @@ def _settings(cfg: dict[str, Any]) -> _Settings:
     return _Settings(grid, point, baselines, seed, timeout, storage, base, resolution)
 
 
+def _skip_message(point: tuple[float, float, float], figure: float, grid: GridSpec) -> str:
+    name = "alpha·beta²·gamma²" if grid.mode == "product" else "measured FLOPs ratio"
+    return (f"scale-search: skipping {_fmt_point(*point)}: {name} {figure:.4f} is outside "
+            f"{grid.target:g} ± {grid.tol:g} (grid.tol, grid.mode={grid.mode}); nothing run")
+
+
 def _fmt_point(a: float, b: float, g: float) -> str:
     return f"alpha={a:g} beta={b:g} gamma={g:g}"
 
 
 def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, meta: dict[str, Any],
-                         settings: _Settings, points_total: int) -> dict[str, Any]:
+                         settings: _Settings) -> dict[str, Any]:
     a = best.user_attrs
     alpha, beta, gamma = (float(best.params[n]) for n in ("alpha", "beta", "gamma"))
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
@@ -299,8 +308,9 @@ def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, me
         "seed": settings.seed,
         "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "study": study.study_name, "trial": best.number,
-        "points_evaluated": sum(1 for t in complete if _kind_of(study, t) == "compound"),
-        "points_planned": points_total,
+        "points_evaluated": len({_key(t.params) for t in complete if _kind_of(study, t) == "compound"}),
+        "points_in_study": len({_key(_point_params(t)) for t in study.get_trials(deepcopy=False)
+                                if _kind_of(study, t) == "compound"} - {None}),
         "grid": settings.grid.to_dict(),
         "tie_break": "highest accuracy, then smallest |product - target|, then smallest measured-ratio "
                      "distance, then smallest (alpha, beta, gamma)",
@@ -314,6 +324,9 @@ def run_scale_search(cfg: dict[str, Any]) -> ScaleSearchOutcome:
     """Run (or resume) one worker of a ``scale-search`` study. Raises ``ValueError`` on bad input
     before anything is written."""
     settings = _settings(cfg)
+    # torch comes with nas.search: imported after the cheap checks, so bad input fails fast
+    from nas.search import TrialRunner, save_config, study_folder, train_config
+
     grid, point = settings.grid, settings.point
     proxy = dict(cfg.get("proxy") or {})
     dataset = dict(cfg.get("dataset") or {})
@@ -321,23 +334,24 @@ def run_scale_search(cfg: dict[str, Any]) -> ScaleSearchOutcome:
     r0 = settings.base_resolution
     if point is None and grid.mode == "product":
         constrained_grid(grid)  # an empty grid fails here, before the data is loaded
+    study_name = (cfg.get("search") or {}).get("study_name")
+    if point is not None and grid.mode == "product" and not grid.accepts(product_of(*point)):
+        name = study_name or "scale-" + str(dataset.get("name"))
+        return ScaleSearchOutcome(study_folder(cfg, name), name, 0, None,
+                                  skipped=_skip_message(point, product_of(*point), grid))
     cache = DataCache(dataset, proxy, settings.seed)
     data0 = cache.at(r0)
     base = settings.base.spec(data0.num_classes, data0.in_channels,
                               what=f"dataset {data0.name}").replace(resolution=r0)
     base_flops = count_flops(base, r0)
-    study_name = (cfg.get("search") or {}).get("study_name") or f"scale-{data0.name}"
+    study_name = study_name or f"scale-{data0.name}"
     folder = study_folder(cfg, study_name)
 
     if point is not None:
         p, _ = measure_point(base, r0, *point, base_flops=base_flops)
         figure = p.product if grid.mode == "product" else p.flops_ratio
         if not grid.accepts(figure):
-            name = "alpha·beta²·gamma²" if grid.mode == "product" else "measured FLOPs ratio"
-            msg = (f"scale-search: skipping {_fmt_point(*point)}: {name} {figure:.4f} is outside "
-                   f"{grid.target:g} ± {grid.tol:g} (grid.tol, grid.mode={grid.mode}); nothing run")
-            log.info(msg)
-            return ScaleSearchOutcome(folder, study_name, 0, None, skipped=msg)
+            return ScaleSearchOutcome(folder, study_name, 0, None, skipped=_skip_message(point, figure, grid))
         points = [p]
     else:
         points = constrained_grid(grid, base, r0)
@@ -369,18 +383,18 @@ def run_scale_search(cfg: dict[str, Any]) -> ScaleSearchOutcome:
         return runners[resolution]
 
     def objective(trial: optuna.Trial) -> float:
-        fixed = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params") or {}
-        if _key(fixed) is None:
-            trial.set_user_attr("reason", "not a grid point (scale-search only runs enqueued points)")
-            raise optuna.TrialPruned("not a grid point")
-        a, b, g = (trial.suggest_float(n, 1.0, max(_MULTIPLIER_HIGH, float(fixed[n])))
+        # the point: enqueued (fixed params), or a retry of a dead worker's trial (params copied)
+        point_params = _point_params(trial.study._storage.get_trial(trial._trial_id))
+        if _key(point_params) is None:  # another worker popped the last point first
+            trial.set_user_attr("reason", "no grid point left to evaluate (another worker took the last one)")
+            raise BudgetTaken("no enqueued grid point left")
+        a, b, g = (trial.suggest_float(n, 1.0, max(_MULTIPLIER_HIGH, float(point_params[n])))
                    for n in ("alpha", "beta", "gamma"))
         twin = _earlier_twin(trial.study, trial.number, _key({"alpha": a, "beta": b, "gamma": g}))
-        if twin is not None:
-            trial.set_user_attr("worker", worker_id())
+        if twin is not None:  # enqueued twice (workers on hosts without a common lock)
             trial.set_user_attr("duplicate_of", twin)
             trial.set_user_attr("reason", f"duplicate of trial {twin}: not evaluated again")
-            raise optuna.TrialPruned(f"duplicate of trial {twin}")
+            raise BudgetTaken(f"its point is already trial {twin}")
         kind = _kind_of(trial.study, trial)
         p, spec = measure_point(base, r0, a, b, g, kind=kind, base_flops=base_flops)
         extra = {"kind": kind, "alpha": a, "beta": b, "gamma": g, "product": p.product,
@@ -395,7 +409,7 @@ def run_scale_search(cfg: dict[str, Any]) -> ScaleSearchOutcome:
         best = choose_best(study, grid.target)
         if best is None:
             return None
-        record = _coefficients_record(study, best, meta, settings, len(points))
+        record = _coefficients_record(study, best, meta, settings)
         write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True), folder / "coefficients.yaml")
         return record
 

@@ -1,0 +1,369 @@
+"""scale-search end to end on the real Fashion-MNIST (tiny budgets): the console scripts, the grid
+and coefficients files, scale-family on them, two concurrent workers, Hydra sweeps, baselines,
+duplicate guards, and one-line errors that leave existing files alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from nas.study import StorageConfig, make_storage
+from scaling_search.family import run_family
+from scaling_search.grid import match_flops, measure_point
+from scaling_search.search import GRID_COLUMNS, run_scale_search
+from search_space import ArchSpec, count_flops, reference_spec
+
+pytestmark = pytest.mark.usefixtures("needs_fashion")
+
+
+def load_study(folder: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=make_storage(StorageConfig(), folder))
+
+
+def point_of(t: optuna.trial.FrozenTrial) -> tuple[float, float, float]:
+    p = t.system_attrs.get("fixed_params") or t.params
+    return (p["alpha"], p["beta"], p["gamma"])
+
+
+@pytest.fixture(scope="module")
+def tiny_search(tmp_path_factory, base_json, st):
+    tmp = tmp_path_factory.mktemp("scale")
+    proc = st.run("scale-search", tmp, f"base={base_json}", f"results_dir={tmp}", "search.study_name=ci",
+                  *st.GRID3, *st.TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, proc
+
+
+def test_cli_writes_grid_and_coefficients(tiny_search, st, base_json):
+    tmp, proc = tiny_search
+    folder = tmp / "ci"
+    assert "scale-search: grid of 3 points to evaluate" in proc.stdout
+    assert proc.stdout.index("grid of 3 points") < proc.stdout.index("best point")
+    assert "[3/3]" in proc.stderr  # one progress line per point
+    pq, csv = pd.read_parquet(folder / "grid.parquet"), pd.read_csv(folder / "grid.csv")
+    assert list(pq.columns) == list(GRID_COLUMNS) == list(csv.columns)
+    assert len(pq) == 3 and set(pq["state"]) == {"COMPLETE"} and set(pq["kind"]) == {"compound"}
+    assert {tuple(r) for r in pq[["alpha", "beta", "gamma"]].itertuples(index=False)} == st.GRID3_POINTS
+    base = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    for _, row in pq.iterrows():
+        a, b, g = row["alpha"], row["beta"], row["gamma"]
+        point, spec = measure_point(base, 32, a, b, g)
+        assert row["product"] == pytest.approx(a * b * b * g * g)
+        assert row["resolution"] == round(32 * g) == point.resolution
+        assert row["flops"] == count_flops(spec, row["resolution"]) and row["params"] == point.params
+        assert row["flops_ratio"] == pytest.approx(row["flops"] / count_flops(base, 32))
+        assert ArchSpec.from_string(row["arch"]) == spec
+        assert 0 <= row["accuracy"] <= 1 and row["train_seconds"] > 0 and row["epochs"] == 1
+        assert row["seed"] == 0  # one seed for every point
+    assert list(csv["accuracy"]) == pytest.approx(list(pq["accuracy"]))
+
+    coeffs = yaml.safe_load((folder / "coefficients.yaml").read_text())
+    for key in ("alpha", "beta", "gamma", "product", "flops_ratio", "base_resolution", "accuracy", "base",
+                "dataset", "budget", "seed", "time"):
+        assert key in coeffs, key
+    best = pq.sort_values(["accuracy"], ascending=False, kind="stable")
+    top = best[best["accuracy"] == best["accuracy"].max()]
+    top = top.assign(dist=(top["product"] - 2).abs()).sort_values(["dist", "alpha", "beta", "gamma"])
+    assert (coeffs["alpha"], coeffs["beta"], coeffs["gamma"]) == tuple(top.iloc[0][["alpha", "beta", "gamma"]])
+    assert coeffs["accuracy"] == pytest.approx(pq["accuracy"].max())
+    assert ArchSpec.from_string(coeffs["base"]) == base
+    assert coeffs["base_resolution"] == 32 and coeffs["dataset"] == "fashion_mnist"
+    assert coeffs["budget"]["train_size"] == 256 and coeffs["budget"]["epochs"] == 1
+    assert coeffs["points_evaluated"] == 3
+
+
+def test_scale_family_accepts_the_coefficients(tiny_search, st):
+    tmp, _ = tiny_search
+    path = tmp / "ci" / "coefficients.yaml"
+    coeffs = yaml.safe_load(path.read_text())
+    proc = st.run("scale-family", tmp, f"coefficients={path}", "max_phi=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(tmp / "ci" / "family.csv")
+    assert list(df["name"]) == ["b0", "b1", "b2", "b3"]
+    assert list(df["resolution"]) == [round(32 * coeffs["gamma"] ** phi) for phi in range(4)]
+    assert ArchSpec.from_string(df["arch"][0]).replace(dropout=0.2) == ArchSpec.from_string(coeffs["base"])
+    b1 = json.loads((tmp / "ci" / "family" / "b1.json").read_text())
+    assert b1["resolution"] == round(32 * coeffs["gamma"])
+    assert b1["flops_ratio"] == pytest.approx(coeffs["flops_ratio"])  # phi = 1 is the searched point
+
+
+def test_scale_family_trains_the_first_members(tiny_search):
+    tmp, _ = tiny_search
+    proxy = {"epochs": 1, "train_size": 256, "minival_size": 200, "batch_size": 64, "threads": 1,
+             "bn_recalibrate_batches": 2, "eval_batch_size": 200}
+    out = run_family({"results_dir": str(tmp), "study_name": "trained", "max_phi": 2, "train": {"upto": 1},
+                      "coefficients": str(tmp / "ci" / "coefficients.yaml"), "proxy": proxy,
+                      "dataset": {"name": "fashion_mnist", "root": None, "download": False, "flip": True}})
+    df = pd.read_csv(tmp / "trained" / "family.csv")
+    assert list(df["name"]) == ["b0", "b1", "b2"]
+    assert df["accuracy"][:2].between(0, 1).all() and pd.isna(df["accuracy"][2])
+    assert (df["train_seconds"][:2] > 0).all()
+    assert json.loads((tmp / "trained" / "family" / "b1.json").read_text())["accuracy"] == df["accuracy"][1]
+    assert out.specs["b1"].resolution == df["resolution"][1]
+
+
+def test_two_workers_evaluate_each_point_once(tmp_path, base_json, st):
+    args = [f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=two", *st.GRID3, *st.TINY]
+    workers = [st.popen("scale-search", tmp_path, *args) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    study = load_study(tmp_path / "two", "two")
+    trials = study.get_trials()
+    complete = [point_of(t) for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(complete) == sorted(st.GRID3_POINTS)  # full coverage, no point twice
+    with_point = [t for t in trials if t.system_attrs.get("fixed_params")]
+    assert len(with_point) == 3  # the enqueue lock: not even a duplicate trial was enqueued
+    # a worker that raced for the last point gets a trial without one: closed untrained
+    assert all(t.state == TrialState.FAIL and "accuracy" not in t.user_attrs for t in trials if t not in with_point)
+    pids = {t.user_attrs["worker"] for t in with_point}
+    assert 1 <= len(pids) <= 2
+    table = pd.read_csv(tmp_path / "two" / "grid.csv")
+    assert len(table) == 3 and set(table["state"]) == {"COMPLETE"}
+
+
+def test_hydra_sweep_evaluates_exactly_the_given_points(tmp_path, base_json, st):
+    proc = st.run("scale-search", tmp_path, "-m", "alpha=1.1,1.2", "beta=1.1", "gamma=1.2,1.3",
+                  f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=sweep", *st.TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # (1.1, 1.1, 1.3) -> 2.249 and (1.2, 1.1, 1.3) -> 2.454 are outside 2 ± 0.1
+    assert "skipping alpha=1.1 beta=1.1 gamma=1.3" in proc.stdout
+    assert "skipping alpha=1.2 beta=1.1 gamma=1.3" in proc.stdout
+    study = load_study(tmp_path / "sweep", "sweep")
+    done = sorted(point_of(t) for t in study.get_trials() if t.state == TrialState.COMPLETE)
+    assert done == [(1.1, 1.1, 1.2), (1.2, 1.1, 1.2)]  # both jobs in the one study
+    assert len(study.get_trials()) == 2
+    assert len(pd.read_parquet(tmp_path / "sweep" / "grid.parquet")) == 2
+
+
+def _cfg(tmp: Path, base_json: Path, study: str, **top) -> dict:
+    return {
+        "results_dir": str(tmp), "base": str(base_json), "baselines": False,
+        "alpha": None, "beta": None, "gamma": None,
+        "grid": {"alpha": [1.0, 1.2], "beta": [1.0, 1.1], "gamma": [1.0, 1.2], "step": 0.1, "tol": 0.25,
+                 "mode": "product"},
+        "dataset": {"name": "fashion_mnist", "root": None, "download": False, "flip": True},
+        "storage": {"kind": "journal"},
+        "search": {"study_name": study, "seed": 0},
+        "proxy": {"epochs": 1, "train_size": 256, "minival_size": 200, "resolution": 32, "batch_size": 64,
+                  "threads": 1, "bn_recalibrate_batches": 2, "eval_batch_size": 200},
+        **top,
+    }
+
+
+def test_baselines_match_the_compound_flops(tmp_path, base_json):
+    cfg = _cfg(tmp_path, base_json, "base", alpha=1.2, beta=1.1, gamma=1.15, baselines=True)
+    out = run_scale_search(cfg)
+    table = out.table
+    assert list(table["kind"]) == ["compound", "depth", "width", "resolution"]
+    assert set(table["state"]) == {"COMPLETE"}
+    compound = table.iloc[0]
+    base = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    for _, row in table.iloc[1:].iterrows():
+        expected, _ = match_flops(base, 32, row["kind"], compound["flops"])
+        assert (row["alpha"], row["beta"], row["gamma"]) == (expected.alpha, expected.beta, expected.gamma)
+        assert row["flops"] == expected.flops and row["matched_to"] == compound["number"]
+        assert 0 <= row["accuracy"] <= 1
+    assert table.iloc[1]["beta"] == table.iloc[1]["gamma"] == 1.0  # depth only
+    assert table.iloc[3]["resolution"] > 32 and table.iloc[3]["alpha"] == 1.0  # resolution only
+    assert set(out.best["baselines"]) == {"depth", "width", "resolution"}
+    assert out.best["alpha"] == 1.2 and out.best["points_evaluated"] == 1
+    # resuming does nothing new: every point (baselines included) is already done
+    again = run_scale_search(cfg)
+    assert len(again.table) == 4
+
+
+def test_rounding_aware_mode_skips_a_point_by_its_measured_ratio(tmp_path, base_json):
+    # the paper's point: product 1.92 (inside 2 ± 0.1) but the rounded network at 37 px costs ~4.2x
+    cfg = _cfg(tmp_path, base_json, "measured", alpha=1.2, beta=1.1, gamma=1.15)
+    cfg["grid"] = {**cfg["grid"], "mode": "measured_flops", "tol": 0.1}
+    out = run_scale_search(cfg)
+    assert out.skipped and "measured FLOPs ratio 4.2" in out.skipped
+    assert not (tmp_path / "measured").exists()
+
+
+def test_a_duplicate_trial_is_closed_without_training(tmp_path, base_json):
+    """Guard for storages shared across hosts (no common lock): a trial whose point an earlier
+    live trial holds is closed as FAIL with duplicate_of, not trained again."""
+    cfg = _cfg(tmp_path, base_json, "dup", alpha=1.2, beta=1.1, gamma=1.15)
+    run_scale_search(cfg)
+    study = load_study(tmp_path / "dup", "dup")
+    study.enqueue_trial({"alpha": 1.2, "beta": 1.1, "gamma": 1.15})  # no skip_if_exists: a raced enqueue
+    for _ in range(2):
+        study.enqueue_trial({"alpha": 1.1, "beta": 1.1, "gamma": 1.2})
+    out = run_scale_search({**cfg, "alpha": 1.1, "gamma": 1.2})
+    t = out.table.set_index("number")
+    assert list(t["state"]) == ["COMPLETE", "FAIL", "COMPLETE", "FAIL"]
+    assert t.loc[1, "duplicate_of"] == 0 and t.loc[3, "duplicate_of"] == 2
+    assert pd.isna(t.loc[1, "accuracy"]) and pd.isna(t.loc[3, "train_seconds"])
+    done = [tuple(r) for r in t[t["state"] == "COMPLETE"][["alpha", "beta", "gamma"]].itertuples(index=False)]
+    assert sorted(done) == [(1.1, 1.1, 1.2), (1.2, 1.1, 1.15)]
+
+
+def test_a_failed_point_is_enqueued_again_on_resume(tmp_path, base_json):
+    cfg = _cfg(tmp_path, base_json, "fail", alpha=1.2, beta=1.1, gamma=1.15)
+    run_scale_search({**cfg, "alpha": 1.1, "gamma": 1.2})
+    # then a run was interrupted: its trial is FAIL (what optuna records for Ctrl-C)
+    study = load_study(tmp_path / "fail", "fail")
+    study.enqueue_trial({"alpha": 1.2, "beta": 1.1, "gamma": 1.15})
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)
+    out = run_scale_search(cfg)
+    states = [(tuple(r[:3]), r[3]) for r in out.table[["alpha", "beta", "gamma", "state"]].itertuples(index=False)]
+    assert states == [((1.1, 1.1, 1.2), "COMPLETE"), ((1.2, 1.1, 1.15), "FAIL"), ((1.2, 1.1, 1.15), "COMPLETE")]
+
+
+# --------------------------------------------------------------------------- bad input
+
+def _bad_cases(tmp: Path, base_json: Path) -> dict[str, tuple[str, list[str], str]]:
+    inputs = tmp / "inputs"
+    inputs.mkdir()
+    (inputs / "garbage.json").write_text("{not json")
+    spec = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    other = spec.replace(head=spec.head + 8)
+    (inputs / "mixed.json").write_text(json.dumps({"arch": spec.to_string(), "spec": other.to_dict()}))
+    (inputs / "classes.json").write_text(json.dumps({"arch": spec.to_string(), "num_classes": 1000}))
+    imagenet = reference_spec("efficientnet-b0")
+    (inputs / "imagenet.json").write_text(json.dumps({"arch": imagenet.to_string(), "resolution": 224}))
+    (inputs / "no_gamma.yaml").write_text("alpha: 1.2\nbeta: 1.1\n")
+    (inputs / "low_gamma.yaml").write_text("alpha: 1.2\nbeta: 1.1\ngamma: 0.95\n")
+    (inputs / "broken.yaml").write_text("alpha: [1.2\n")
+    base = f"base={base_json}"
+    return {  # name -> (tool, args, what stderr must say)
+        "empty grid": ("scale-search", [base, "grid.alpha=[1.0,1.05]", "grid.beta=[1.0,1.0]", "grid.gamma=[1.0,1.0]"],
+                       "empty grid"),
+        "alpha below 1": ("scale-search", [base, "grid.alpha=[0.9,1.5]"], "grid.alpha=[0.9, 1.5] is below 1"),
+        "tol zero": ("scale-search", [base, "grid.tol=0"], "grid.tol must be > 0"),
+        "step negative": ("scale-search", [base, "grid.step=-0.05"], "grid.step must be > 0"),
+        "point below 1": ("scale-search", [base, "alpha=0.9", "beta=1.1", "gamma=1.1"], "alpha=0.9 is below 1"),
+        "partial point": ("scale-search", [base, "alpha=1.2"], "needs alpha, beta and gamma"),
+        "missing best.json": ("scale-search", [f"base={inputs / 'nowhere' / 'best.json'}"], "not found"),
+        "garbage best.json": ("scale-search", [f"base={inputs / 'garbage.json'}"], "is not valid JSON"),
+        "arch and spec disagree": ("scale-search", [f"base={inputs / 'mixed.json'}"], "describe different networks"),
+        "best.json for another dataset": ("scale-search", [f"base={inputs / 'imagenet.json'}"],
+                                          "has 1000 classes / 3 input channels but dataset fashion_mnist"),
+        "coefficients without gamma": ("scale-family", [f"coefficients={inputs / 'no_gamma.yaml'}"], "missing gamma"),
+        "coefficients gamma below 1": ("scale-family", [f"coefficients={inputs / 'low_gamma.yaml'}"],
+                                       "gamma=0.95 is below 1"),
+        "coefficients not yaml": ("scale-family", [f"coefficients={inputs / 'broken.yaml'}"], "not valid YAML"),
+        "phi below 0": ("scale-family", ["coefficients=paper", "max_phi=-1"], "max_phi must be >= 0"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory, base_json, st):
+    tmp = tmp_path_factory.mktemp("bad")
+    cases = _bad_cases(tmp, base_json)
+    # results that must survive every failed run untouched
+    for folder in ("scale-fashion_mnist", "family-paper", "family-custom"):
+        for name in ("grid.csv", "coefficients.yaml", "family.csv", "config.yaml"):
+            (tmp / "results" / folder).mkdir(parents=True, exist_ok=True)
+            (tmp / "results" / folder / name).write_text(f"{folder}/{name}: earlier results\n")
+    (tmp / "inputs" / "family.csv").write_text("next to the bad coefficients files\n")
+    before = st.snapshot(tmp)
+
+    def run(item):
+        name, (tool, args, _) = item
+        return name, st.run(tool, tmp, *args, *st.TINY, f"results_dir={tmp / 'results'}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        procs = dict(pool.map(run, cases.items()))
+    return cases, procs, before, st.snapshot(tmp)
+
+
+BAD_CASES = ["empty grid", "alpha below 1", "tol zero", "step negative", "point below 1", "partial point",
+             "missing best.json", "garbage best.json", "arch and spec disagree", "best.json for another dataset",
+             "coefficients without gamma", "coefficients gamma below 1", "coefficients not yaml", "phi below 0"]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_and_overwrites_nothing(bad_runs, case):
+    cases, procs, before, after = bad_runs
+    assert sorted(cases) == sorted(BAD_CASES)
+    proc: subprocess.CompletedProcess = procs[case]
+    needle = cases[case][2]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert needle in lines[0], lines[0]
+    assert after == before  # bytes and mtimes of every file; and no new file anywhere
+
+
+def test_empty_grid_message_names_the_bound(bad_runs):
+    _, procs, _, _ = bad_runs
+    assert "raise the high of grid.alpha, grid.beta or grid.gamma" in procs["empty grid"].stderr
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"grid": {"gamma": [0.8, 0.9]}}, "is below 1"),
+    ({"grid": {"tol": -0.1}}, "grid.tol must be > 0"),
+    ({"grid": {"step": 0}}, "grid.step must be > 0"),
+    ({"grid": {"mode": "flops"}}, "grid.mode must be one of"),
+    ({"baselines": "yes"}, "baselines must be true or false"),
+    ({"base": "FOLDER"}, "best.json not found"),
+    ({"base": "CLASSES"}, "num_classes=1000 but its architecture has 10"),
+    ({"base": "r1_k4_s11_e1_i32_o16"}, "not a reference name"),
+    ({"base_resolution": 16}, "base_resolution must be an integer >= 32"),
+])
+def test_bad_scale_search_config_in_process(tmp_path, base_json, st, change, needle):
+    spec = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "classes.json").write_text(json.dumps({"arch": spec.to_string(), "num_classes": 1000}))
+    cfg = _cfg(tmp_path, base_json, "bad")
+    for key, value in change.items():
+        if isinstance(value, dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = {"FOLDER": str(tmp_path / "inputs"), "CLASSES": str(tmp_path / "inputs" / "classes.json")}.get(
+                value, value) if isinstance(value, str) else value
+    before = st.snapshot(tmp_path)
+    with pytest.raises(ValueError) as info:
+        run_scale_search(cfg)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert st.snapshot(tmp_path) == before and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"coefficients": "MISSING"}, "not found"),
+    ({"coefficients": {"alpha": 1.2, "beta": 0.5, "gamma": 1.1}}, "beta=0.5 is below 1"),
+    ({"base": "GARBAGE"}, "is not valid JSON"),
+    ({"max_phi": 2, "train": {"upto": 3}}, "train.upto=3 is beyond max_phi=2"),
+    ({"dropout": [0.2, 1.5]}, "dropout values must be numbers in [0, 1)"),
+    ({"max_phi": "seven"}, "max_phi must be an integer >= 0"),
+])
+def test_bad_scale_family_config_in_process(tmp_path, st, change, needle):
+    (tmp_path / "garbage.json").write_text("[1, 2")
+    cfg = {"results_dir": str(tmp_path), "coefficients": "paper", "max_phi": 7}
+    names = {"MISSING": str(tmp_path / "none" / "coefficients.yaml"), "GARBAGE": str(tmp_path / "garbage.json")}
+    cfg.update({k: names.get(v, v) if isinstance(v, str) else v for k, v in change.items()})
+    before = st.snapshot(tmp_path)
+    with pytest.raises(ValueError) as info:
+        run_family(cfg)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert st.snapshot(tmp_path) == before
+
+
+def test_a_retried_trial_runs_its_point(tmp_path, base_json):
+    """A dead worker's trial comes back as a WAITING copy with params (not fixed_params), as
+    optuna's retry callback makes it: the objective reads the point from there."""
+    cfg = _cfg(tmp_path, base_json, "retry", alpha=1.1, beta=1.1, gamma=1.2)
+    run_scale_search(cfg)
+    study = load_study(tmp_path / "retry", "retry")
+    dist = optuna.distributions.FloatDistribution(1.0, 100.0)
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params={"alpha": 1.2, "beta": 1.1, "gamma": 1.15},
+        distributions={"alpha": dist, "beta": dist, "gamma": dist}, user_attrs={"kind": "compound"},
+        system_attrs={"failed_trial": 0}))
+    out = run_scale_search({**cfg, "alpha": 1.2, "gamma": 1.15})  # its point is already queued
+    assert list(out.table["state"]) == ["COMPLETE", "COMPLETE"]
+    assert (out.table.iloc[1]["alpha"], out.table.iloc[1]["gamma"]) == (1.2, 1.15)
+    assert out.table.iloc[1]["resolution"] == round(32 * 1.15)
