@@ -52,6 +52,20 @@ def run(root: Path, name: str, workers: int, threads: int, args: argparse.Namesp
             "mean_trial": busy / len(trials), "workers": len({t.user_attrs.get("worker") for t in trials})}
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), None elsewhere."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12, help="trial budget of each configuration")
@@ -61,6 +75,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; {args.trials} trials of {args.train_size} images x 1 epoch, journal storage, "
           f"random sampler, no pruning")
+    busy = cpu_busy()
+    if busy is not None and busy > 0.2:  # OpenMP threads spin-wait: a busy core stalls a 2-thread worker
+        print(f"warning: the CPUs are {busy:.0%} busy before the start: other processes share them, and a "
+              f"multi-threaded worker suffers most; the ratio is not the one of an idle machine")
     ratios = []
     with tempfile.TemporaryDirectory(prefix="effnas-bench-workers-") as tmp:
         root = Path(tmp)
