@@ -94,6 +94,10 @@ def hydra_entry(config_name: str, task: Callable[[dict[str, Any]], int | None], 
             code = task(plain)
         except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
             fail(str(exc))
+        except KeyboardInterrupt as exc:  # before the worker loop (loading data...): nothing to save
+            name = getattr(exc, "signame", "SIGINT")
+            fail(f"interrupted by {name} before any trial finished; nothing was written",
+                 143 if name == "SIGTERM" else 130)
         if code:
             raise SystemExit(code)
 

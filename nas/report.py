@@ -206,7 +206,8 @@ def _normalize(df: pd.DataFrame, kind: str, path: Path) -> pd.DataFrame:
 def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         try:
-            return pd.read_parquet(path)
+            with open(path, "rb") as f:  # one open: a concurrent atomic replace cannot tear the read
+                return pd.read_parquet(f)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a corrupt file
             raise ReportError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if path.suffix == ".csv":

@@ -8,6 +8,7 @@ sees either the old or the new file, never a torn one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -156,7 +157,17 @@ def best_trial(study: optuna.Study, key: str = "reward") -> optuna.trial.FrozenT
 
 def export_study(study: optuna.Study, folder: str | os.PathLike, param_names: list[str],
                  stem: str = "trials") -> pd.DataFrame:
-    """Regenerate ``<stem>.parquet``/``.csv`` from the storage; returns the frame."""
-    df = trials_frame(study.get_trials(deepcopy=False), param_names)
-    write_table(df, folder, stem)
+    """Regenerate ``<stem>.parquet``/``.csv`` from the storage; returns the frame.
+
+    Reading the storage and writing the files happen under an exclusive lock on the folder, so
+    a worker holding an older snapshot cannot replace a newer table written by another worker."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{stem}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            df = trials_frame(study.get_trials(deepcopy=False), param_names)
+            write_table(df, folder, stem)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return df

@@ -328,6 +328,6 @@ def run_search(cfg: dict[str, Any]) -> SearchOutcome:
             log.info("the trial budget was taken by other workers: this worker stops")
         except Interrupted as exc:
             interrupted = exc.signame
-    best = export(study)
+        best = export(study)  # inside the handler: a second Ctrl-C here cannot tear the files
     counts = {s.name: n for s, n in trial_counts(study).items() if n}
     return SearchOutcome(folder, study_name, best, counts, interrupted)
