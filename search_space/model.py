@@ -12,6 +12,7 @@ The default here is PyTorch's 0.1; pass 0.01 for full-length training.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .spec import Activation, ArchSpec, BlockSpec, ConvType
@@ -32,6 +33,27 @@ class SqueezeExcite(nn.Module):
         s = x.mean((2, 3), keepdim=True)
         s = self.expand(self.act(self.reduce(s)))
         return x * torch.sigmoid(s)
+
+
+def spatial_conv(conv: nn.Conv2d, x: torch.Tensor, crop: bool) -> torch.Tensor:
+    """``conv(x)``, skipping kernel taps that only ever see zero padding.
+
+    With symmetric ``k // 2`` padding and an input of ``H`` rows, only the central ``2H - 1``
+    rows of the kernel ever touch real input; the rest multiply padding zeros. On the 1x1 and
+    2x2 feature maps of small proxy resolutions a 5x5 depthwise conv is then 25 (or 9/4) times
+    the needed work -- and its backward pass was the single largest cost of a training step.
+    Cropping the kernel to its central taps (and the padding with it) gives identical outputs and
+    gradients (the cropped-away taps get zero gradient either way). ``crop`` is off in eval mode
+    so that operator counters (fvcore) see the architecture's nominal convolution.
+    """
+    kh, kw = conv.kernel_size
+    h, w = x.shape[-2:]
+    ch, cw = min(kh, 2 * h - 1), min(kw, 2 * w - 1)
+    if not crop or (ch == kh and cw == kw):
+        return conv(x)
+    top, left = (kh - ch) // 2, (kw - cw) // 2
+    weight = conv.weight[:, :, top:top + ch, left:left + cw]
+    return F.conv2d(x, weight, conv.bias, conv.stride, (ch // 2, cw // 2), conv.dilation, conv.groups)
 
 
 def _drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -75,11 +97,11 @@ class MBBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.conv_type is ConvType.CONV:
-            y = self.act(self.bn(self.conv(y)))
+            y = self.act(self.bn(spatial_conv(self.conv, y, self.training)))
         else:
             if self.conv_type is ConvType.MBCONV:
                 y = self.act(self.bn0(self.expand(y)))
-            y = self.act(self.bn1(self.dw(y)))
+            y = self.act(self.bn1(spatial_conv(self.dw, y, self.training)))
         if self.se is not None:
             y = self.se(y)
         if self.conv_type is not ConvType.CONV:

@@ -167,3 +167,38 @@ def test_bn_momentum_changes_running_stats():
         stats.append(model.stem.bn.running_mean.clone())
     # running_mean = momentum * batch_mean (from 0): ratio 10
     torch.testing.assert_close(stats[1], stats[0] * 10, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("size, kernel, stride, groups", [
+    (1, 5, 1, 8), (2, 5, 1, 8), (2, 5, 2, 8), (1, 3, 1, 8), (3, 7, 1, 8), (2, 5, 1, 1), (4, 3, 2, 8),
+    (8, 5, 2, 8)])
+def test_spatial_conv_crop_is_exact(size, kernel, stride, groups):
+    """Cropping taps that only see padding changes neither outputs nor gradients."""
+    from search_space.model import spatial_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, kernel, stride, kernel // 2, groups=groups, bias=False)
+    x = torch.randn(4, 8, size, size, requires_grad=True)
+    full = conv(x)
+    grad_out = torch.randn_like(full)
+    gx_full, gw_full = torch.autograd.grad(full, (x, conv.weight), grad_out)
+    cropped = spatial_conv(conv, x, crop=True)
+    gx, gw = torch.autograd.grad(cropped, (x, conv.weight), grad_out)
+    assert cropped.shape == full.shape
+    torch.testing.assert_close(cropped, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx, gx_full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw, gw_full, rtol=1e-5, atol=1e-6)
+
+
+def test_train_and_eval_mode_compute_the_same_function_at_tiny_resolution():
+    spec = reference_spec("efficientnet-b0", num_classes=10, in_channels=1).replace(dropout=0.0, drop_connect=0.0)
+    model = build_model(spec)
+    x = torch.randn(4, 1, 32, 32)
+    model.train()
+    for m in model.modules():  # freeze BN to batch statistics in both modes: compare the convs only
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = None
+    train_out = model(x)
+    model.eval()
+    torch.testing.assert_close(model(x), train_out, rtol=1e-4, atol=1e-5)
