@@ -14,7 +14,11 @@ import statistics
 import tempfile
 import time
 
+import optuna
+
 from nas.search import run_search
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def config(tmp: str, sampler: dict, seed: int, trials: int, args, warm: list[str]) -> dict:

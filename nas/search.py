@@ -193,9 +193,14 @@ class TrialRunner:
             trial.set_user_attr("accuracy", accuracy)
             if self.multi_objective or not self.prune:
                 return
-            trial.report(accuracy, epoch)
-            if trial.should_prune():
-                reason = f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} (acc {accuracy:.4f})"
+            # Report what the study maximises (the reward at this epoch's accuracy), so that a cheap
+            # network is not pruned for an accuracy its cost makes up for; and never prune after
+            # the last epoch: the training is done, stopping it saves nothing.
+            value = self.reward(accuracy, cost)
+            trial.report(value, epoch)
+            if epoch < cfg.epochs and trial.should_prune():
+                reason = (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
+                          f"(reward {value:.4f}, acc {accuracy:.4f})")
                 trial.set_user_attr("reason", reason)
                 raise optuna.TrialPruned(reason)
 

@@ -106,17 +106,18 @@ def test_second_invocation_resumes(first_run):
 
 def test_threshold_pruner_really_prunes(tmp_path):
     out = run_search(tiny_cfg(tmp_path, pruner={"name": "threshold", "lower": 0.999},
-                              search__n_trials=2))
+                              search__n_trials=2, proxy__epochs=2))
     df = pd.read_parquet(out.folder / "trials.parquet")
     assert list(df["state"]) == ["PRUNED", "PRUNED"]
     assert df["reason"].str.contains("pruned by ThresholdPruner at epoch 1").all()
+    assert (df["epochs"] == 1).all()  # stopped before its second (last) epoch
     assert out.best is None
 
 
 def test_median_pruner_stops_below_median(tmp_path):
     # 2 epochs; trials after the first two are compared with the median of earlier epoch-1 scores
     out = run_search(tiny_cfg(tmp_path, pruner={"name": "median", "n_startup_trials": 2},
-                              search__n_trials=6, proxy__epochs=2, sampler={"name": "random"}))
+                              search__n_trials=8, proxy__epochs=3, sampler={"name": "random"}))
     study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out.folder / "study.journal"))))
     trials = study.get_trials()
@@ -130,8 +131,16 @@ def test_median_pruner_stops_below_median(tmp_path):
         assert len(earlier) >= 2
         assert max(t.intermediate_values.values()) < float(np.nanpercentile(earlier, 50)) + 1e-12
         assert t.user_attrs["reason"].startswith(f"pruned by MedianPruner at epoch {step}")
+        assert step < 3  # never after the last epoch
     done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
-    assert done == 6
+    assert done == 8
+
+
+def test_the_last_epoch_is_never_pruned(tmp_path):
+    """With one epoch the training is over when the pruner could speak: nothing is pruned."""
+    out = run_search(tiny_cfg(tmp_path, pruner={"name": "threshold", "lower": 0.999}, search__n_trials=2))
+    df = pd.read_parquet(out.folder / "trials.parquet")
+    assert list(df["state"]) == ["COMPLETE", "COMPLETE"]
 
 
 def test_nan_loss_is_recorded_and_the_study_continues(tmp_path):
