@@ -221,7 +221,7 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                     g["lr"] = lr * factor
                 loss = criterion(model(x), y)
                 if not torch.isfinite(loss):
-                    raise Diverged(f"loss became {float(loss)} at epoch {epoch}, step {step + 1}")
+                    raise Diverged(f"loss became {float(loss.detach())} at epoch {epoch}, step {step + 1}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
