@@ -111,7 +111,7 @@ def _search_task(cfg: dict[str, Any]) -> int:
     best = outcome.best
     counts = ", ".join(f"{n} {s.lower()}" for s, n in outcome.counts.items())
     if outcome.interrupted:
-        print(f"nas-search interrupted by {outcome.interrupted}: the running trial was marked FAIL; "
+        print(f"nas-search interrupted by {outcome.interrupted}: the running trial was marked FAIL and queued again; "
               f"{counts}; results written to {outcome.folder}", file=sys.stderr, flush=True)
         return 143 if outcome.interrupted == "SIGTERM" else 130
     if best is None:
