@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=5000)
     ap.add_argument("--minival-size", type=int, default=2000)
     ap.add_argument("--startup", type=int, default=5, help="TPE's random start-up trials")
+    ap.add_argument("--multivariate", action="store_true",
+                    help="multivariate TPE with grouped (conditional) parameters")
     args = ap.parse_args()
     best: dict[str, list[float]] = {"tpe": [], "random": [], "efficientnet-b0": []}
     t0 = time.time()
@@ -49,7 +51,10 @@ def main() -> None:
         for seed in range(args.seeds):
             ref = run_search(config(tmp, {"name": "random"}, seed, 1, args, ["efficientnet-b0"]))
             best["efficientnet-b0"].append(ref.best["reward"])
-            for name, sampler in (("tpe", {"name": "tpe", "n_startup_trials": args.startup}),
+            tpe = {"name": "tpe", "n_startup_trials": args.startup}
+            if args.multivariate:
+                tpe.update(multivariate=True, group=True)
+            for name, sampler in (("tpe", tpe),
                                   ("random", {"name": "random"})):
                 out = run_search(config(tmp, sampler, seed, args.trials, args, []))
                 best[name].append(out.best["reward"] if out.best else float("nan"))
