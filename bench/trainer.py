@@ -75,6 +75,9 @@ def main() -> None:
     cfg = TrainConfig(epochs=1, batch_size=args.batch, augment=False, bn_recalibrate_batches=0,
                       eval_batch_size=1000)
     ours, plain = [], []
+    # one warm-up round of each (oneDNN primitive caches, allocator), not counted
+    train_and_evaluate(spec, data, cfg)
+    plain_loop_epoch(ref, x, y, args.batch)
     for r in range(args.rounds):
         res = train_and_evaluate(spec, data, cfg)
         ours.append(res.images_per_second)
