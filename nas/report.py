@@ -1077,6 +1077,20 @@ _GRID_SPEC = {"kind": ("kind", "", 1), "alpha": ("α", ".3f", 1), "beta": ("β",
               "flops": ("MFLOPs", ".2f", 1e6)}
 
 
+def _units_for(df: pd.DataFrame, base: dict, giga_format: str) -> dict:
+    """A table spec with the accuracy column in % (whether stored as a fraction or already in %)
+    and FLOPs in the unit that suits their size (``giga_format`` when that unit is GFLOPs)."""
+    spec = dict(base)
+    acc = _col(df, "accuracy")
+    if acc is not None and _pct_scale(df[acc]) == 1.0:
+        spec["accuracy"] = ("accuracy (%)", ".2f", 1)
+    flops = _col(df, "flops")
+    if flops is not None:
+        fscale, funit = _flops_scale(pd.to_numeric(df[flops], errors="coerce"))
+        spec["flops"] = (funit, giga_format if funit == "GFLOPs" else ".2f", fscale)
+    return spec
+
+
 def _grid_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, top: int, plots: bool,
                   rep: Report) -> None:
     study = folder.name
@@ -1098,13 +1112,8 @@ def _grid_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, top: int
         if any(v is None for v in chosen.values()):
             inner = next((v for v in coef.values() if isinstance(v, dict) and "alpha" in v), None)
             chosen = {k: _float(inner.get(k)) for k in ("alpha", "beta", "gamma")} if inner else None
-    spec = dict(_GRID_SPEC)
+    spec = _units_for(df, _GRID_SPEC, giga_format=".2f")
     acc = _col(df, "accuracy")
-    if acc is not None and _pct_scale(df[acc]) == 1.0:
-        spec["accuracy"] = ("accuracy (%)", ".2f", 1)
-    if _col(df, "flops") is not None:
-        fscale, funit = _flops_scale(pd.to_numeric(df[_col(df, "flops")], errors="coerce"))
-        spec["flops"] = (funit, ".2f", fscale)
     order = df
     if acc is not None:
         order = df.sort_values(acc, ascending=False, kind="stable", na_position="last")
@@ -1138,13 +1147,7 @@ _FAMILY_SPEC = {"name": ("model", "", 1), "phi": ("φ", "g", 1), "depth": ("dept
 
 
 def _family_section(doc: _Doc, df: pd.DataFrame, folder: Path, out: Path, plots: bool, rep: Report) -> None:
-    spec = dict(_FAMILY_SPEC)
-    acc = _col(df, "accuracy")
-    if acc is not None and _pct_scale(df[acc]) == 1.0:
-        spec["accuracy"] = ("accuracy (%)", ".2f", 1)
-    if _col(df, "flops") is not None:
-        fscale, funit = _flops_scale(pd.to_numeric(df[_col(df, "flops")], errors="coerce"))
-        spec["flops"] = (funit, ".3f" if funit == "GFLOPs" else ".2f", fscale)
+    spec = _units_for(df, _FAMILY_SPEC, giga_format=".3f")
     phi = _col(df, "phi")
     rows = df.sort_values(phi, kind="stable") if phi else df
     doc.heading(f"Family ({len(df)} models)")

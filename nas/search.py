@@ -24,17 +24,13 @@ from .data import DataSplits, load_splits
 from .objective import Reward, auto_target, cost_of
 from .results import best_trial, export_study, redact_url, write_json, write_text
 from .study import (PRUNERS, Interrupted, StorageConfig, enqueue_once, handle_signals, make_pruner, make_sampler,
-                    make_storage, open_study, over_budget, run_worker, trial_counts, worker_id)
+                    make_storage, open_study, run_worker, trial_counts, worker_id)
 from .train import Diverged, TrainConfig, train_and_evaluate
 
-__all__ = ["run_search", "SearchOutcome", "train_config", "load_data", "Surplus", "TrialRunner",
+__all__ = ["run_search", "SearchOutcome", "train_config", "load_data", "TrialRunner",
            "save_config", "study_folder", "ProgressReporter"]
 
 log = logging.getLogger("effnas")
-
-
-class Surplus(Exception):
-    """This trial started after other workers had already taken the whole budget."""
 
 
 @dataclass
@@ -149,11 +145,11 @@ class TrialRunner:
     """Prices, trains and scores one candidate spec inside an Optuna trial (shared by stage 2)."""
 
     def __init__(self, data: DataSplits, train: TrainConfig, reward: Reward, *, max_flops: float | None,
-                 max_params: float | None, seed: int, budget: int | None, multi_objective: bool = False,
+                 max_params: float | None, seed: int, multi_objective: bool = False,
                  prune: bool = True, latency_kw: dict | None = None) -> None:
         self.data, self.train, self.reward = data, train, reward
         self.max_flops, self.max_params = max_flops, max_params
-        self.seed, self.budget = seed, budget
+        self.seed = seed
         self.multi_objective, self.prune = multi_objective, prune
         self.latency_kw = latency_kw or {}
 
@@ -161,15 +157,8 @@ class TrialRunner:
             extra_attrs: dict[str, Any] | None = None, seed: int | None = None) -> Any:
         """``seed``: the training seed; default ``self.seed + trial.number`` (stage 2 passes one
         seed for every grid point, so that points differ only by their network)."""
+        # The worker id and the global-budget check are run_worker's (nas.study), before this runs.
         res = resolution or spec.resolution
-        trial.set_user_attr("worker", worker_id())
-        if self.budget is not None and over_budget(trial.study, trial, self.budget):
-            trial.set_user_attr("reason", "surplus: the budget was already taken by other workers")
-            fixed = trial.study._storage.get_trial(trial._trial_id).system_attrs.get("fixed_params")
-            if fixed:  # an enqueued point (warm start, retry) must not be lost with this trial
-                trial.study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
-                                                             if k == "retry_of"})
-            raise Surplus()
         seed = self.seed + trial.number if seed is None else seed
         flops, params = count_flops(spec, res), count_params(spec)
         for key, value in {"arch": spec.to_string(), "flops": flops, "params": params, "seed": seed,
@@ -296,7 +285,7 @@ def run_search(cfg: dict[str, Any]) -> SearchOutcome:
                                                         in_channels=data.in_channels), snap=True)
                          for name in search.get("warm_start") or []], folder)
     runner = TrialRunner(data, train_cfg, reward, max_flops=objective_cfg.get("max_flops"),
-                         max_params=objective_cfg.get("max_params"), seed=seed, budget=n_trials,
+                         max_params=objective_cfg.get("max_params"), seed=seed,
                          multi_objective=multi)
     param_names = space.param_names()
     progress = ProgressReporter(n_trials)
@@ -329,8 +318,6 @@ def run_search(cfg: dict[str, Any]) -> SearchOutcome:
         try:
             run_worker(study, objective, budget=n_trials, timeout=timeout, max_retry=storage_cfg.max_retry,
                        on_trial=on_trial)
-        except Surplus:
-            log.info("the trial budget was taken by other workers: this worker stops")
         except Interrupted as exc:
             interrupted = exc.signame
         best = export(study)  # inside the handler: a second Ctrl-C here cannot tear the files

@@ -379,7 +379,7 @@ def run_scale_search(cfg: dict[str, Any]) -> ScaleSearchOutcome:
     def runner_at(resolution: int) -> TrialRunner:
         if resolution not in runners:
             runners[resolution] = TrialRunner(cache.at(resolution), train_cfg, reward, max_flops=None,
-                                              max_params=None, seed=settings.seed, budget=None, prune=False)
+                                              max_params=None, seed=settings.seed, prune=False)
         return runners[resolution]
 
     def objective(trial: optuna.Trial) -> float:
