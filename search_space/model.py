@@ -31,29 +31,60 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
-        s = self.expand(self.act(self.reduce(s)))
+        s = spatial_conv(self.expand, self.act(spatial_conv(self.reduce, s, self.training)), self.training)
         return x * torch.sigmoid(s)
 
 
-def spatial_conv(conv: nn.Conv2d, x: torch.Tensor, crop: bool) -> torch.Tensor:
-    """``conv(x)``, skipping kernel taps that only ever see zero padding.
+def _used_taps(size: int, kernel: int, stride: int, pad: int) -> tuple[int, int]:
+    """Range ``[lo, hi)`` of kernel taps along one axis that ever touch real input (not padding)."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    lo = max(0, pad - (out - 1) * stride)
+    hi = min(kernel, pad + size)
+    return lo, hi
 
-    With symmetric ``k // 2`` padding and an input of ``H`` rows, only the central ``2H - 1``
-    rows of the kernel ever touch real input; the rest multiply padding zeros. On the 1x1 and
-    2x2 feature maps of small proxy resolutions a 5x5 depthwise conv is then 25 (or 9/4) times
-    the needed work -- and its backward pass was the single largest cost of a training step.
-    Cropping the kernel to its central taps (and the padding with it) gives identical outputs and
-    gradients (the cropped-away taps get zero gradient either way). ``crop`` is off in eval mode
-    so that operator counters (fvcore) see the architecture's nominal convolution.
+
+def spatial_conv(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    """``conv(x)`` computed the fast way on small feature maps; same outputs and gradients.
+
+    With symmetric ``k // 2`` padding, kernel taps that only ever multiply padding zeros can be
+    dropped: at stride 1 only the central ``2H - 1`` rows of the kernel touch an ``H``-row input;
+    at stride 2 a 2x2 map feeding a 1x1 output uses just a 2x2 window of a 3x3 or 5x5 kernel. On the
+    1x1 and 2x2 maps of small proxy resolutions the nominal convolution is then up to 25x the
+    needed work, and oneDNN's depthwise backward on those shapes was the largest cost of a
+    training step. A convolution that is left with a 1x1 kernel on a 1x1 map is a plain matrix
+    product (``groups=1``: pointwise convs, squeeze-excite, the head) or a per-channel scale
+    (depthwise) and is computed as one: BLAS and elementwise kernels are 2-3x faster than oneDNN's
+    convolution backward on those shapes (``bench/trainer.py``). The dropped taps get a zero gradient
+    either way, so training is unchanged. ``fast`` is off in eval mode so that operator counters
+    (fvcore) see the architecture's nominal convolution.
     """
-    kh, kw = conv.kernel_size
-    h, w = x.shape[-2:]
-    ch, cw = min(kh, 2 * h - 1), min(kw, 2 * w - 1)
-    if not crop or (ch == kh and cw == kw):
+    if not fast:
         return conv(x)
-    top, left = (kh - ch) // 2, (kw - cw) // 2
-    weight = conv.weight[:, :, top:top + ch, left:left + cw]
-    return F.conv2d(x, weight, conv.bias, conv.stride, (ch // 2, cw // 2), conv.dilation, conv.groups)
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    h, w = x.shape[-2:]
+    top, bottom = _used_taps(h, kh, sh, ph)
+    left, right = _used_taps(w, kw, sw, pw)
+    ch, cw = bottom - top, right - left
+    new_ph, new_pw = ph - top, pw - left
+    # the cropped conv must pad symmetrically and give the same output size, else keep the nominal one
+    out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if (new_ph < 0 or new_pw < 0 or (h + 2 * new_ph - ch) // sh + 1 != out_h
+            or (w + 2 * new_pw - cw) // sw + 1 != out_w or conv.dilation != (1, 1)):
+        return conv(x)
+    weight = conv.weight
+    if (ch, cw) != (kh, kw):
+        weight = weight[:, :, top:bottom, left:right]
+    if h == w == 1 and ch == cw == 1:  # (cropped) 1x1 kernel on a 1x1 map, padding only zeros
+        n = x.shape[0]
+        if conv.groups == 1:
+            y = F.linear(x.reshape(n, -1), weight.reshape(weight.shape[0], -1), conv.bias)
+            return y.view(n, -1, 1, 1)
+        if conv.groups == conv.in_channels == conv.out_channels:
+            y = x * weight.reshape(1, -1, 1, 1)
+            return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
+    if (ch, cw) == (kh, kw):
+        return conv(x)
+    return F.conv2d(x, weight, conv.bias, conv.stride, (new_ph, new_pw), 1, conv.groups)
 
 
 def _drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -100,12 +131,12 @@ class MBBlock(nn.Module):
             y = self.act(self.bn(spatial_conv(self.conv, y, self.training)))
         else:
             if self.conv_type is ConvType.MBCONV:
-                y = self.act(self.bn0(self.expand(y)))
+                y = self.act(self.bn0(spatial_conv(self.expand, y, self.training)))
             y = self.act(self.bn1(spatial_conv(self.dw, y, self.training)))
         if self.se is not None:
             y = self.se(y)
         if self.conv_type is not ConvType.CONV:
-            y = self.bn2(self.project(y))
+            y = self.bn2(spatial_conv(self.project, y, self.training))
         if self.residual:
             y = _drop_connect(y, self.drop_connect, self.training) + x
         return y
@@ -118,6 +149,9 @@ class _ConvBNAct(nn.Sequential):
         self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
         self.bn = nn.BatchNorm2d(cout, momentum=bn_momentum, eps=bn_eps)
         self.act = act(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(spatial_conv(self.conv, x, self.training)))
 
 
 class EffNet(nn.Module):

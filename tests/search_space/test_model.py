@@ -169,25 +169,52 @@ def test_bn_momentum_changes_running_stats():
     torch.testing.assert_close(stats[1], stats[0] * 10, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("size, kernel, stride, groups", [
-    (1, 5, 1, 8), (2, 5, 1, 8), (2, 5, 2, 8), (1, 3, 1, 8), (3, 7, 1, 8), (2, 5, 1, 1), (4, 3, 2, 8),
-    (8, 5, 2, 8)])
-def test_spatial_conv_crop_is_exact(size, kernel, stride, groups):
-    """Cropping taps that only see padding changes neither outputs nor gradients."""
+@pytest.mark.parametrize("size, kernel, stride, groups, bias", [
+    (1, 5, 1, 8, False), (2, 5, 1, 8, False), (2, 5, 2, 8, False), (2, 3, 2, 8, True), (1, 3, 1, 8, True),
+    (1, 3, 2, 8, False), (3, 7, 1, 8, False), (2, 5, 1, 1, False), (4, 3, 2, 8, False), (8, 5, 2, 8, False),
+    (1, 1, 1, 1, True), (1, 1, 1, 1, False), (1, 3, 2, 1, False), (2, 2, 2, 8, False), (2, 1, 1, 1, True),
+    (3, 5, 2, 8, False), (5, 3, 1, 2, True)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_spatial_conv_fast_path_is_exact(size, kernel, stride, groups, bias, channels_last):
+    """Cropping taps that only see padding, and computing a 1x1-on-1x1 conv as a matrix product or a
+    per-channel scale, changes neither outputs nor gradients (weight, bias and input)."""
     from search_space.model import spatial_conv
 
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(8, 8, kernel, stride, kernel // 2, groups=groups, bias=False)
-    x = torch.randn(4, 8, size, size, requires_grad=True)
+    conv = torch.nn.Conv2d(8, 8, kernel, stride, kernel // 2, groups=groups, bias=bias)
+    x = torch.randn(4, 8, size, size)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
     full = conv(x)
     grad_out = torch.randn_like(full)
-    gx_full, gw_full = torch.autograd.grad(full, (x, conv.weight), grad_out)
-    cropped = spatial_conv(conv, x, crop=True)
-    gx, gw = torch.autograd.grad(cropped, (x, conv.weight), grad_out)
-    assert cropped.shape == full.shape
-    torch.testing.assert_close(cropped, full, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gx, gx_full, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gw, gw_full, rtol=1e-5, atol=1e-6)
+    grads_full = torch.autograd.grad(full, params, grad_out)
+    fast = spatial_conv(conv, x, fast=True)
+    grads = torch.autograd.grad(fast, params, grad_out)
+    assert fast.shape == full.shape
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    for g, g_full in zip(grads, grads_full):
+        torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_conv_takes_the_fast_forms_on_tiny_maps():
+    """The fast path really avoids the convolution where it can (else the test above proves little)."""
+    from search_space.model import spatial_conv
+
+    x = torch.randn(2, 8, 1, 1)
+    pointwise = torch.nn.Conv2d(8, 4, 1, bias=False)
+    depthwise5 = torch.nn.Conv2d(8, 8, 5, 1, 2, groups=8, bias=False)
+    dw_stride2 = torch.nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
+    for conv in (pointwise, depthwise5, dw_stride2):  # 1x1 maps: a matmul or a scale, no convolution
+        with torch.profiler.profile() as prof:
+            spatial_conv(conv, x, fast=True)
+        names = {e.key for e in prof.key_averages()}
+        assert names and not any("conv" in n for n in names), names
+    with torch.profiler.profile(record_shapes=True) as prof:
+        spatial_conv(dw_stride2, torch.randn(2, 8, 2, 2), fast=True)
+    conv_events = [e for e in prof.events() if e.name == "aten::convolution"]
+    assert conv_events and conv_events[0].input_shapes[1] == [8, 1, 2, 2]
 
 
 def test_train_and_eval_mode_compute_the_same_function_at_tiny_resolution():
