@@ -48,10 +48,13 @@ TRIAL_COLUMNS: dict[str, str] = {
 
 
 def redact_url(url: str | None) -> str | None:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``.
+
+    Everything up to the *last* ``@`` is hidden, so a password written with a raw ``@``, ``/`` or
+    ``:`` (it should be percent-encoded, but users do write them) never shows in part."""
     if url is None:
         return None
-    return re.sub(r"(://[^:/@]+:)[^@]*@", rf"\g<1>{REDACTED}@", str(url))
+    return re.sub(r"(://[^:/@]*:).*@", rf"\g<1>{REDACTED}@", str(url))
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:

@@ -406,7 +406,7 @@ def _describe_sharing(declared: int) -> str:
 
 
 # scheme://user:password@ -- also as Hydra writes an override back: postgresql\://user\:password@
-_CREDENTIALS = re.compile(r"(\\?://[^:/@\s'\"\\]+\\?:)[^@\s'\"]+@")
+_CREDENTIALS = re.compile(r"(\\?://[^:/@\s'\"\\]*\\?:)[^\s'\"]*@")  # to the token's last @
 
 
 def redact_secrets(text: str) -> str:

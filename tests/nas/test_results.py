@@ -19,6 +19,13 @@ def test_redact_url_hides_only_the_password():
     assert redact_url(None) is None
 
 
+@pytest.mark.parametrize("password", ["p@ss", "pa/ss", "pa:ss@", "@", "a@b/c:d"])
+def test_redact_url_hides_all_of_a_password_with_raw_special_characters(password):
+    """Unencoded @ / : in a password (a mistake users make) must not leave a piece of it visible."""
+    assert redact_url(f"postgresql://alice:{password}@db:5432/nas?sslmode=require") == \
+        "postgresql://alice:***@db:5432/nas?sslmode=require"
+
+
 def test_write_table_is_atomic_and_leaves_no_temp_files(tmp_path):
     df = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
     write_table(df, tmp_path, "t")

@@ -160,6 +160,8 @@ def test_secrets_are_scrubbed_from_text_and_hydra_files(tmp_path):
     assert redact_secrets(text) == "storage.url=postgresql://effnas:***@db:5432/s other=http://host:8080/x mail=a@b.c"
     hydra_escaped = r"#0 : storage.url=postgresql\://effnas\:Pw-1@127.0.0.1\:5432/db worker=0"
     assert redact_secrets(hydra_escaped) == r"#0 : storage.url=postgresql\://effnas\:***@127.0.0.1\:5432/db worker=0"
+    raw_at = r"url=postgresql\://effnas\:p@ss/w:rd@h\:5432/db and postgresql://u:x@y@h/db 'quoted'"
+    assert redact_secrets(raw_at) == r"url=postgresql\://effnas\:***@h\:5432/db and postgresql://u:***@h/db 'quoted'"
     sweep = tmp_path / "sweep"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("task:\n- storage.url=postgresql://u:hunter2@h/db\n")
