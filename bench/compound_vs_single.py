@@ -9,7 +9,7 @@ Every network is trained with the same protocol and seeds; the test accuracy (th
 test split) is printed side by side as a Markdown table.
 
 The default base is a small B0 variant (width 0.35, depth 1.0, 48 px: 3.5M FLOPs, 0.54M params)
-chosen so that phi = 1 and 2 land near 2x and 4x after rounding and the run takes about ten
+chosen so that phi = 1 and 2 land near 2x and 4x after rounding and the run takes about seven
 minutes on 2 idle cores; every budget is a flag::
 
     python bench/compound_vs_single.py                       # defaults
