@@ -74,7 +74,7 @@ def spatial_conv(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
     weight = conv.weight
     if (ch, cw) != (kh, kw):
         weight = weight[:, :, top:bottom, left:right]
-    if h == w == 1 and ch == cw == 1:  # (cropped) 1x1 kernel on a 1x1 map, padding only zeros
+    if h == w == 1 and ch == cw == 1 and out_h == out_w == 1:  # (cropped) 1x1 kernel, 1x1 map in and out
         n = x.shape[0]
         if conv.groups == 1:
             y = F.linear(x.reshape(n, -1), weight.reshape(weight.shape[0], -1), conv.bias)

@@ -198,6 +198,16 @@ def test_spatial_conv_fast_path_is_exact(size, kernel, stride, groups, bias, cha
         torch.testing.assert_close(g, g_full, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("groups", [1, 8])
+def test_spatial_conv_keeps_the_output_size_of_a_padded_1x1_conv(groups):
+    """Not one of effnas' layers, but the fast path takes any Conv2d: a padded 1x1 kernel grows the map."""
+    from search_space.model import spatial_conv
+
+    conv = torch.nn.Conv2d(8, 8, 1, 1, 1, groups=groups)
+    x = torch.randn(2, 8, 1, 1)
+    torch.testing.assert_close(spatial_conv(conv, x, fast=True), conv(x))
+
+
 def test_spatial_conv_takes_the_fast_forms_on_tiny_maps():
     """The fast path really avoids the convolution where it can (else the test above proves little)."""
     from search_space.model import spatial_conv
