@@ -21,7 +21,7 @@ import optuna
 import pandas as pd
 
 __all__ = ["TRIAL_COLUMNS", "trials_frame", "write_table", "write_json", "write_text", "export_study",
-           "best_trial", "redact_url", "REDACTED"]
+           "best_trial", "redact_url", "redact_secrets", "REDACTED"]
 
 REDACTED = "***"
 
@@ -55,6 +55,16 @@ def redact_url(url: str | None) -> str | None:
     if url is None:
         return None
     return re.sub(r"(://[^:/@]*:).*@", rf"\g<1>{REDACTED}@", str(url))
+
+
+# scheme://user:password@ -- also as Hydra writes an override back: postgresql\://user\:password@
+_CREDENTIALS = re.compile(r"(\\?://[^:/@\s'\"\\]*\\?:)[^\s'\"]*@")  # to the token's last @
+
+
+def redact_secrets(text: str) -> str:
+    """Every ``scheme://user:password@`` in a free text (Hydra's ``\\:`` escapes included), with the
+    password replaced by ``***``; unlike :func:`redact_url` a match ends at whitespace or a quote."""
+    return _CREDENTIALS.sub(rf"\g<1>{REDACTED}@", text)
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:

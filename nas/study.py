@@ -55,7 +55,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .results import redact_url
+from .results import redact_secrets, redact_url
 
 __all__ = ["Interrupted", "BudgetTaken", "StorageConfig", "make_storage", "make_sampler", "make_pruner",
            "SAMPLERS", "PRUNERS", "STORAGES", "worker_id", "recover_dead_local_workers", "recover_stale",
@@ -403,16 +403,6 @@ def _describe_sharing(declared: int) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Secrets in what Hydra writes and prints
-
-
-# scheme://user:password@ -- also as Hydra writes an override back: postgresql\://user\:password@
-_CREDENTIALS = re.compile(r"(\\?://[^:/@\s'\"\\]*\\?:)[^\s'\"]*@")  # to the token's last @
-
-
-def redact_secrets(text: str) -> str:
-    """Every ``scheme://user:password@`` in a text (Hydra's ``\\:`` escapes included), with the
-    password replaced by ``***``."""
-    return _CREDENTIALS.sub(r"\g<1>***@", text)
 
 
 def _redact_log_records() -> None:
