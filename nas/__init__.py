@@ -1,1 +1,1 @@
-"""Neural architecture search over a MnasNet/EfficientNet space: data, models, training, search."""
+"""Stage 1: the baseline search (``nas-search``) and full training of one network (``nas-train``)."""

@@ -13,7 +13,7 @@ __all__ = ["Coefficients", "GridPoint", "GridSpec", "constrained_grid", "family_
 
 
 def __getattr__(name: str):  # the search imports torch (through nas.train): only when asked for
-    if name == "run_scale_search":
+    if name == "run_scale_search":  # noqa: SIM102
         from .search import run_scale_search
 
         return run_scale_search

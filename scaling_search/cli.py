@@ -1,7 +1,7 @@
 """Hydra entry points ``scale-search`` and ``scale-family``: thin layers over
 :func:`scaling_search.search.run_scale_search` and :func:`scaling_search.family.run_family`.
 
-Errors are one line on stderr and exit status 2 (``nas.cli.hydra_entry``); an interrupted
+Errors are one line on stderr and exit status 2 (the shell: :mod:`effnas.cli`); an interrupted
 ``scale-search`` writes its results and exits 130 / 143.
 """
 
@@ -10,17 +10,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from nas.cli import hydra_entry
+from effnas.cli import run_app
+from effnas.study import exit_code
 
-__all__ = ["search_main", "family_main"]
+from . import config  # noqa: F401 -- registers the root schemas
+
+__all__ = ["search_main", "family_main", "search_task", "family_task"]
 
 
-def _search_task(cfg: dict[str, Any]) -> int:
-    import optuna
-
+def search_task(cfg: Any) -> int:
     from .search import run_scale_search
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # again: joblib jobs are fresh processes
 
     outcome = run_scale_search(cfg)
     if outcome.skipped:
@@ -30,7 +29,7 @@ def _search_task(cfg: dict[str, Any]) -> int:
     if outcome.interrupted:
         print(f"scale-search interrupted by {outcome.interrupted}: the running trial was marked FAIL; "
               f"{counts}; results written to {outcome.folder}", file=sys.stderr, flush=True)
-        return 143 if outcome.interrupted == "SIGTERM" else 130
+        return exit_code(outcome.interrupted)
     best = outcome.best
     if best is None:
         print(f"scale-search: no grid point completed ({counts}); see {outcome.folder / 'grid.csv'}")
@@ -48,7 +47,7 @@ def _search_task(cfg: dict[str, Any]) -> int:
     return 0
 
 
-def _family_task(cfg: dict[str, Any]) -> int:
+def family_task(cfg: Any) -> int:
     from .family import format_family, run_family
 
     outcome = run_family(cfg)
@@ -59,12 +58,12 @@ def _family_task(cfg: dict[str, Any]) -> int:
     return 0
 
 
-def search_main() -> None:
-    hydra_entry("scale_search", _search_task, ["dataset", "storage"])
+def search_main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app("scale_search", search_task, argv))
 
 
-def family_main() -> None:
-    hydra_entry("scale_family", _family_task, ["dataset"])
+def family_main(argv: list[str] | None = None) -> None:
+    sys.exit(run_app("scale_family", family_task, argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,11 +21,15 @@ from typing import Any, Mapping
 import pandas as pd
 import yaml
 
-from nas.results import write_json, write_table
-from search_space import ArchSpec, count_flops, count_params, scale_resolution
+from effnas.config import as_config
+from effnas.io import write_json, write_table
+from effnas.results import FAMILY
+from effnas.runs import study_folder
+from search_space import ArchSpec, count_flops, count_params, resolve_arch, scale_resolution
 from search_space.references import EFFICIENTNET_PARAMS
+from search_space.resolve import DEFAULT_ARCH
 
-from .base import DEFAULT_BASE, read_base
+from .config import ScaleFamilyConfig
 from .grid import product_of, scaled_spec
 
 __all__ = ["PAPER", "Coefficients", "load_coefficients", "family_table", "format_family", "run_family",
@@ -36,8 +40,7 @@ _PAPER_ROWS = list(EFFICIENTNET_PARAMS.values())  # (width, depth, resolution, d
 _PAPER_R0 = 224
 _DROPOUT_SPAN = 7  # the paper's dropout goes from B0 to B7
 
-FAMILY_COLUMNS = ["name", "phi", "depth", "width", "resolution", "dropout", "params", "flops",
-                  "flops_ratio", "ideal_ratio", "flops_vs_ideal", "formula_ratio", "arch"]
+FAMILY_COLUMNS = list(FAMILY.columns)
 
 
 @dataclass(frozen=True)
@@ -170,13 +173,12 @@ def family_table(base: ArchSpec, coefficients: Coefficients | Mapping[str, Any] 
         rows.append({
             "name": name, "phi": phi, "depth": depth, "width": width, "resolution": res, "dropout": drop,
             "params": count_params(spec), "flops": flops, "flops_ratio": ratio, "ideal_ratio": 2.0 ** phi,
-            "flops_vs_ideal": ratio / 2.0 ** phi,
+            "ratio_vs_2phi": ratio / 2.0 ** phi,
             "formula_ratio": depth * width ** 2 * (res / r0) ** 2 if coeffs is None else coeffs.product ** phi,
             "arch": spec.to_string(),
         })
         specs[name] = spec
-    df = pd.DataFrame(rows, columns=FAMILY_COLUMNS)
-    return df.astype({"phi": "int64", "resolution": "int64", "params": "int64", "flops": "int64"}), specs
+    return FAMILY.frame(rows), specs
 
 
 def _count(n: float) -> str:
@@ -189,14 +191,14 @@ def _count(n: float) -> str:
 def format_family(df: pd.DataFrame) -> str:
     """The table as aligned text (what ``scale-family`` prints)."""
     headers = ["model", "depth", "width", "res", "dropout", "params", "FLOPs", "xB0", "x2^phi", "FLOPs/2^phi"]
-    extra = "accuracy" in df.columns
+    extra = "accuracy" in df.columns and df["accuracy"].notna().any()
     if extra:
         headers.append("accuracy")
     lines = []
     for r in df.itertuples(index=False):
         cells = [r.name, f"{r.depth:.3f}", f"{r.width:.3f}", str(r.resolution), f"{r.dropout:.3f}",
                  f"{r.params:,}", _count(r.flops), f"{r.flops_ratio:.2f}", f"{r.ideal_ratio:g}",
-                 f"{r.flops_vs_ideal:.2f}"]
+                 f"{r.ratio_vs_2phi:.2f}"]
         if extra:
             cells.append("-" if pd.isna(r.accuracy) else f"{r.accuracy:.4f}")
         lines.append(cells)
@@ -231,82 +233,61 @@ def _coefficients_from_cfg(value: Any) -> tuple[Coefficients | str, dict[str, An
                      f"got {value!r}")
 
 
-def _optional_int(name: str, value: Any, low: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low} or null, got {value!r}")
-    return value
-
-
-def run_family(cfg: dict[str, Any]) -> FamilyOutcome:
-    """``scale-family`` from a config dict (see ``conf/scale_family.yaml``). Everything is checked
-    and computed before the first file is written."""
-    coeffs, coeff_data, coeff_folder = _coefficients_from_cfg(cfg.get("coefficients", PAPER))
+def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
+    """``scale-family`` from its config (see :class:`scaling_search.config.ScaleFamilyConfig`).
+    Everything is checked and computed before the first file is written."""
+    cfg = as_config("scale_family", cfg)
+    coeffs, coeff_data, coeff_folder = _coefficients_from_cfg(cfg.coefficients)
     paper = coeffs == PAPER
-    max_phi = _check_max_phi(cfg.get("max_phi", 7), paper)
-    dropout = _check_dropout(cfg.get("dropout", (0.2, 0.5)))
-    train = dict(cfg.get("train") or {})
-    upto = _optional_int("train.upto", train.get("upto"), 0)
-    if upto is not None and upto > max_phi:
-        raise ValueError(f"train.upto={upto} is beyond max_phi={max_phi}")
-    num_classes = _optional_int("num_classes", cfg.get("num_classes"), 1)
-    in_channels = _optional_int("in_channels", cfg.get("in_channels"), 1)
-    base_text = cfg.get("base")
-    from_coefficients = base_text is None and coeff_data.get("base") is not None
-    source = read_base(coeff_data["base"] if from_coefficients else (base_text or DEFAULT_BASE))
-    resolution = _optional_int("base_resolution", cfg.get("base_resolution"), 32)
+    max_phi = _check_max_phi(cfg.max_phi, paper)
+    dropout = _check_dropout(cfg.dropout)
+    upto = cfg.train.upto
+    num_classes, in_channels = cfg.num_classes, cfg.in_channels
+    from_coefficients = cfg.base is None and coeff_data.get("base") is not None
+    source = resolve_arch(coeff_data["base"] if from_coefficients else (cfg.base or DEFAULT_ARCH), what="base")
+    resolution = cfg.base_resolution
     if resolution is None:
         resolution = ((coeff_data.get("base_resolution") if from_coefficients else None)
-                      or source.file_resolution or source.spec().resolution)
+                      or source.resolution or source.spec().resolution)
 
     data_cache, asked_by = None, "num_classes / in_channels"
     if upto is not None:  # the dataset decides the head unless num_classes/in_channels are given
-        from .search import DataCache
+        from effnas.task import DataCache  # torch: only when training
 
-        seed = train.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"train.seed must be an integer >= 0, got {seed!r}")
-        from nas.search import train_config
-
-        train_cfg = train_config(dict(cfg.get("proxy") or {}), seed)
-        data_cache = DataCache(dict(cfg.get("dataset") or {}), dict(cfg.get("proxy") or {}), seed)
+        data_cache = DataCache(cfg.dataset, cfg.proxy, cfg.train.seed)
         probe = data_cache.at(resolution)
         if num_classes is None and in_channels is None:
             asked_by = f"dataset {probe.name} (train.upto)"
         num_classes = num_classes or probe.num_classes
         in_channels = in_channels or probe.in_channels
-    base = source.spec(num_classes, in_channels, what=asked_by)
+    if num_classes is None and in_channels is None:
+        base = source.spec()
+    else:
+        own = source.spec()
+        base = source.spec_for(num_classes or own.num_classes, in_channels or own.in_channels, what=asked_by)
     table, specs = family_table(base, coeffs, max_phi, dropout, resolution)
 
     if data_cache is not None:
-        from nas.train import train_and_evaluate
+        from effnas.train import train_and_evaluate
 
-        accuracy, seconds = [None] * len(table), [None] * len(table)
+        train_cfg = cfg.proxy.train_config(cfg.train.seed)
         for i, (name, spec) in enumerate(specs.items()):
             if i > upto:
                 break
             data = data_cache.at(spec.resolution)
-            if (data.num_classes, data.in_channels) != (spec.num_classes, spec.in_channels):
-                raise ValueError(f"{name} has {spec.num_classes} classes / {spec.in_channels} channels but "
-                                 f"dataset {data.name} has {data.num_classes} / {data.in_channels}")
             result = train_and_evaluate(spec, data, train_cfg)
-            accuracy[i], seconds[i] = result.accuracy, result.train_seconds
+            table.loc[i, "accuracy"], table.loc[i, "train_seconds"] = result.accuracy, result.train_seconds
             print(f"scale-family: trained {name} ({spec.resolution} px): minival accuracy "
                   f"{result.accuracy:.4f} in {result.train_seconds:.1f}s", flush=True)
-        table["accuracy"] = pd.Series(accuracy, dtype="float64")
-        table["train_seconds"] = pd.Series(seconds, dtype="float64")
 
     label = PAPER if paper else f"alpha={coeffs.alpha:g} beta={coeffs.beta:g} gamma={coeffs.gamma:g}"
-    study = cfg.get("study_name")
-    if study:
-        folder = Path(cfg.get("results_dir") or "results").expanduser().resolve() / study
+    if cfg.study_name:
+        folder = study_folder(cfg.results_dir, cfg.study_name, key="study_name")
     elif coeff_folder is not None:
         folder = coeff_folder.resolve()
     else:
-        folder = Path(cfg.get("results_dir") or "results").expanduser().resolve() / \
-            ("family-paper" if paper else "family-custom")
-    files = list(write_table(table, folder, "family"))
+        folder = study_folder(cfg.results_dir, "family-paper" if paper else "family-custom")
+    files = list(write_table(table, folder, FAMILY.stem))
     coeff_record = ({"source": PAPER} if paper else
                     {"alpha": coeffs.alpha, "beta": coeffs.beta, "gamma": coeffs.gamma, "product": coeffs.product})
     for i, (name, spec) in enumerate(specs.items()):
@@ -317,7 +298,6 @@ def run_family(cfg: dict[str, Any]) -> FamilyOutcome:
             "flops_ratio": float(row["flops_ratio"]), "depth": float(row["depth"]), "width": float(row["width"]),
             "dropout": spec.dropout, "coefficients": coeff_record, "base": base.to_string(),
             "base_resolution": int(table.iloc[0]["resolution"]),
-            **({"accuracy": None if pd.isna(row["accuracy"]) else float(row["accuracy"])}
-               if "accuracy" in table.columns else {}),
+            "accuracy": None if pd.isna(row["accuracy"]) else float(row["accuracy"]),
         }, folder / "family" / f"{name}.json"))
     return FamilyOutcome(folder, table, specs, label, source.describe(), files)

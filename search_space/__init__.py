@@ -4,18 +4,19 @@ Everything except :mod:`search_space.model` is torch-free; ``build_model`` and
 ``count_flops_fvcore`` import torch lazily on first use.
 """
 
-from .codec import decode_arch, decode_block, encode_arch, encode_block, to_timm_arch_def
 from .costs import LayerCost, cost_breakdown, count_flops, count_params
 from .references import reference_names, reference_spec
-from .scaling import compound_multipliers, round_filters, round_repeats, scale_resolution, scale_spec
+from .scaling import round_filters, round_repeats, scale_resolution, scale_spec
 from .space import SearchSpace, StageChoices, default_space
-from .spec import Activation, ArchSpec, BlockSpec, ConvType
+from .resolve import ResolvedArch, reference_key, resolve_arch
+from .spec import (Activation, ArchSpec, BlockSpec, ConvType, decode_arch, decode_block, encode_arch, encode_block,
+                   to_timm_arch_def)
 
 __all__ = [
     "Activation", "ArchSpec", "BlockSpec", "ConvType", "LayerCost", "SearchSpace", "StageChoices",
-    "build_model", "compound_multipliers", "cost_breakdown", "count_flops", "count_flops_fvcore",
+    "build_model", "cost_breakdown", "count_flops", "count_flops_fvcore",
     "count_params", "decode_arch", "decode_block", "default_space", "encode_arch", "encode_block",
-    "reference_names", "reference_spec", "round_filters", "round_repeats", "scale_resolution",
+    "reference_key", "reference_names", "reference_spec", "resolve_arch", "ResolvedArch", "round_filters", "round_repeats", "scale_resolution",
     "scale_spec", "to_timm_arch_def",
 ]
 

@@ -6,7 +6,7 @@ published (width, depth, resolution, dropout) row, so the official rounding prod
 
 from __future__ import annotations
 
-from .codec import decode_arch
+from .spec import decode_arch
 from .scaling import scale_spec
 from .spec import ArchSpec
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from .spec import ArchSpec
 
-__all__ = ["round_filters", "round_repeats", "scale_resolution", "scale_spec", "compound_multipliers"]
+__all__ = ["round_filters", "round_repeats", "scale_resolution", "scale_spec"]
 
 
 def round_filters(filters: int, width: float = 1.0, divisor: int = 8, min_depth: int | None = None) -> int:
@@ -46,13 +46,6 @@ def scale_resolution(resolution: int, gamma: float, phi: float = 1.0) -> int:
     if gamma <= 0 or not math.isfinite(gamma):
         raise ValueError(f"resolution multiplier must be a positive number, got {gamma!r}")
     return int(round(resolution * gamma ** phi))
-
-
-def compound_multipliers(alpha: float, beta: float, gamma: float, phi: float) -> tuple[float, float, float]:
-    """(depth, width, resolution) multipliers ``alpha**phi, beta**phi, gamma**phi``."""
-    if phi < 0:
-        raise ValueError(f"phi must be >= 0, got {phi!r}")
-    return alpha ** phi, beta ** phi, gamma ** phi
 
 
 def scale_spec(spec: ArchSpec, width: float = 1.0, depth: float = 1.0,

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Protocol
 
 from .references import reference_spec
+from .resolve import resolve_arch
 from .scaling import round_filters
 from .spec import ArchSpec, BlockSpec, ConvType
 
@@ -141,12 +142,7 @@ class SearchSpace:
         unknown = set(cfg) - known - {"name"}
         if unknown:
             raise ValueError(f"unknown space option(s) {sorted(unknown)}; valid: base, {', '.join(sorted(known))}")
-        if isinstance(base, ArchSpec):
-            spec = base
-        elif "_" in str(base) and " " in str(base).strip():
-            spec = ArchSpec.from_string(str(base))
-        else:
-            spec = reference_spec(str(base))
+        spec = resolve_arch(base, what="space.base").spec(num_classes, in_channels)
         spec = spec.replace(num_classes=num_classes, in_channels=in_channels,
                             **({"resolution": resolution} if resolution else {}))
         return cls(base=spec, **{k: tuple(v) for k, v in cfg.items() if k in known})

@@ -15,7 +15,10 @@ from dataclasses import dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-__all__ = ["ConvType", "Activation", "BlockSpec", "ArchSpec"]
+from . import codec
+
+__all__ = ["ConvType", "Activation", "BlockSpec", "ArchSpec", "decode_block", "decode_arch", "encode_block",
+           "encode_arch", "to_timm_arch_def"]
 
 
 class ConvType(str, Enum):
@@ -203,22 +206,16 @@ class ArchSpec:
         return replace(self, **changes)
 
     def to_string(self) -> str:
-        from .codec import encode_arch
-
-        return encode_arch(self)
+        return codec.encode_arch(self)
 
     @classmethod
     def from_string(cls, text: str, **defaults: Any) -> ArchSpec:
         """Parse :meth:`to_string` output, or bare official block strings (fields they do not carry
         take ``defaults`` or the dataclass defaults)."""
-        from .codec import decode_arch
-
         return decode_arch(text, **defaults)
 
     def to_timm_arch_def(self) -> list[list[str]]:
-        from .codec import to_timm_arch_def
-
-        return to_timm_arch_def(self)
+        return codec.to_timm_arch_def(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (enums as their values)."""
@@ -254,3 +251,43 @@ class ArchSpec:
                 raise ValueError(f"stages[{i}]: {exc}") from None
         return cls(**{**data, "stages": tuple(stages)})
 
+
+
+# -- strings (the grammar is codec's; validation is the dataclasses') --------------------------------
+
+
+def encode_block(block: BlockSpec) -> str:
+    """Official block string of one stage (``c1`` added for a regular conv)."""
+    return codec.encode_block(block)
+
+
+def encode_arch(spec: ArchSpec) -> str:
+    return codec.encode_arch(spec)
+
+
+def to_timm_arch_def(spec: ArchSpec) -> list[list[str]]:
+    """timm's ``arch_def``: one list of block strings per stage (``ds_``, ``ir_``, ``cn_``)."""
+    return codec.to_timm_arch_def(spec)
+
+
+def decode_block(token: str) -> BlockSpec:
+    """Parse one official block string. Raises ValueError naming the token and the bad part."""
+    fields_ = codec.parse_block(token)
+    try:
+        return BlockSpec(**{**fields_, "conv_type": ConvType(fields_["conv_type"])})
+    except ValueError as exc:
+        raise codec.bad_block(token, str(exc)) from None
+
+
+def decode_arch(text: str, **defaults: Any) -> ArchSpec:
+    """Parse :func:`encode_arch` output or bare block strings; ``defaults`` fill missing fields."""
+    fields_, tokens = codec.parse_arch(text, tuple(a.value for a in Activation))
+    stages = [decode_block(t) for t in tokens]
+    merged = {**defaults, **fields_}
+    merged.setdefault("stem", stages[0].in_filters)
+    try:
+        return ArchSpec(stages=tuple(stages), **merged)
+    except TypeError as exc:
+        raise ValueError(f"bad default for ArchSpec: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"inconsistent architecture string: {exc}") from None

@@ -8,7 +8,7 @@ import random
 import pytest
 from efficientnet_pytorch import utils as ep_utils
 
-from search_space import (ArchSpec, compound_multipliers, count_flops, reference_names,
+from search_space import (ArchSpec, count_flops, reference_names,
                           reference_spec, round_filters, round_repeats, scale_resolution,
                           scale_spec)
 
@@ -103,16 +103,6 @@ def test_scale_resolution():
     assert type(scale_resolution(224, 1.15, 1.5)) is int
 
 
-def test_compound_multipliers():
-    assert compound_multipliers(1.2, 1.1, 1.15, 1) == (1.2, 1.1, 1.15)
-    assert compound_multipliers(1.2, 1.1, 1.15, 0) == (1.0, 1.0, 1.0)
-    d, w, r = compound_multipliers(1.2, 1.1, 1.15, 2)
-    assert (d, w, r) == pytest.approx((1.44, 1.21, 1.3225))
-    assert 1.2 * 1.1 ** 2 * 1.15 ** 2 == pytest.approx(1.92, abs=0.01)  # the paper's note
-    with pytest.raises(ValueError, match="phi"):
-        compound_multipliers(1.2, 1.1, 1.15, -1)
-
-
 def test_scale_spec_is_pure():
     base = reference_spec("efficientnet-b0")
     before = base.to_string()
@@ -175,7 +165,7 @@ def test_formula_scaling_costs_more_than_two_x():
     """phi = 1 straight from the formula: ceil(1.2 * 1) = 2 doubles every one-layer stage, so
     the multiply-adds grow more than alpha * beta^2 * gamma^2 = 1.92 says."""
     b0 = reference_spec("efficientnet-b0")
-    d, w, g = compound_multipliers(1.2, 1.1, 1.15, 1)
+    d, w, g = 1.2, 1.1, 1.15  # phi = 1
     scaled = scale_spec(b0, w, d, resolution=scale_resolution(224, g))
     assert scaled.resolution == 258
     assert [s.repeats for s in scaled.stages] == [2, 3, 3, 4, 4, 5, 2]

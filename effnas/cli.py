@@ -1,0 +1,346 @@
+"""The CLI shell every command shares: a Hydra entry point with one-line errors and exit codes.
+
+:func:`run_app` checks the command line *before* Hydra runs: the override grammar, each job's
+composition (unknown keys and typos, wrong types, a missing group option) and every value rule of
+the typed config (:mod:`effnas.config`). Whatever is wrong is one line on stderr naming the key,
+exit status 2 -- Hydra's own multi-line errors never reach the user. ``--cfg job|all|hydra`` is
+answered here too, with passwords redacted. Then Hydra runs the command (single run or
+``-m`` multirun with any launcher); inside, the task gets the typed config.
+
+Exit codes: 0 done, 1 the command ran but produced nothing (e.g. no trial completed), 2 a user
+error, 130 / 143 interrupted by SIGINT / SIGTERM (results written first).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+from typing import Any, Callable, Sequence
+
+__all__ = ["fail", "run_app", "check_command_line", "UsageError"]
+
+log = logging.getLogger("effnas")
+
+CONFIG_PATH = "pkg://effnas_conf"
+_MAX_JOBS_CHECKED = 256
+# Flags Hydra takes, with whether they consume the next argument.
+_FLAGS = {"-m": False, "--multirun": False, "-c": True, "--cfg": True, "-p": True, "--package": True,
+          "--resolve": False, "--help": False, "-h": False, "--hydra-help": False, "--info": False, "-i": False,
+          "--version": False, "--run": False, "-r": False, "--shell-completion": False, "-sc": True,
+          "--config-path": True, "-cp": True, "--config-name": True, "-cn": True, "--config-dir": True,
+          "-cd": True, "--experimental-rerun": True}
+
+
+class UsageError(ValueError):
+    """A bad command line; the message is one line naming the key."""
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: <message>`` as one line on stderr and exit with ``code`` (2: a user error)."""
+    from .secrets import redact_secrets
+
+    print(f"error: {redact_secrets(' '.join(str(message).split()))}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+# --------------------------------------------------------------------------------- the command line
+
+
+def _split_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, str | bool]]:
+    overrides: list[str] = []
+    flags: dict[str, str | bool] = {}
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and not arg.startswith("--") and "=" in arg:  # e.g. -m=... never valid
+            raise UsageError(f"unknown option {arg!r}")
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if name not in _FLAGS:
+                raise UsageError(f"unknown option {name!r}; overrides are key=value, options: -m/--multirun, "
+                                 f"--cfg job|hydra|all, --resolve, --help")
+            if _FLAGS[name]:
+                if not eq:
+                    if i + 1 >= len(args):
+                        raise UsageError(f"option {name} needs a value")
+                    value = args[i + 1]
+                    i += 1
+                flags[name] = value
+            else:
+                flags[name] = True
+        else:
+            overrides.append(arg)
+        i += 1
+    return overrides, flags
+
+
+def _key_of(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].strip() or override
+
+
+def _parse(overrides: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except OverrideParseException as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "hydra.cc" not in ln
+                     and not ln.startswith("Error parsing override")]
+            raise UsageError(f"{_key_of(text)}: cannot parse override {text!r}"
+                             f"{': ' + lines[0] if lines else ''} (see Hydra's override grammar)") from None
+    for o in parsed:
+        if not o.key_or_group:
+            raise UsageError(f"cannot parse override {o.input_line!r}: expected key=value")
+    return parsed
+
+
+def _jobs(parsed: list[Any], multirun: bool) -> list[list[str]]:
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if not sweeps:
+        return [[o.input_line for o in parsed]]
+    if not multirun:
+        o = sweeps[0]
+        raise UsageError(f"{o.key_or_group}: {o.input_line!r} is a sweep (several values): add -m to run one job "
+                         f"per value, or give one value")
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    try:
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception as exc:  # noqa: BLE001 -- e.g. an empty range(): one line, naming the sweep
+        raise UsageError(f"{sweeps[0].key_or_group}: cannot expand sweep {sweeps[0].input_line!r} "
+                         f"({_first_line(exc)})") from None
+    jobs = [job for batch in batches for job in batch]
+    if not jobs:
+        raise UsageError(f"{sweeps[0].key_or_group}: the sweep {sweeps[0].input_line!r} gives no job")
+    return jobs
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _siblings(config_name: str, key: str) -> list[str]:
+    """The valid keys next to ``key`` in the default config (for "did you mean")."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from .config import compose
+
+    try:
+        node: Any = compose(config_name, [])
+    except Exception:  # noqa: BLE001
+        return []
+    parts = key.split(".")[:-1]
+    for p in parts:
+        if not isinstance(node, DictConfig) or p not in node:
+            return []
+        node = node[p]
+    if not isinstance(node, DictConfig):
+        return []
+    return [str(k) for k in OmegaConf.to_container(node, resolve=False, throw_on_missing=False)]
+
+
+def _unknown_key(config_name: str, key: str, groups: list[str]) -> str:
+    leaf = key.split(".")[-1]
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    valid = _siblings(config_name, key)
+    close = difflib.get_close_matches(leaf, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    where = f"valid keys of {prefix.rstrip('.')}" if prefix else "valid top-level keys"
+    listing = f" ({where}: {', '.join(valid)})" if valid and not close else ""
+    return f"unknown key {key}{hint}{listing}"
+
+
+def _composition_error(config_name: str, exc: BaseException, job: list[str], groups: list[str]) -> str:
+    """One line, naming the key, for whatever Hydra or OmegaConf raised while composing ``job``."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    from .config import group_options
+
+    if isinstance(exc, MissingConfigException):
+        missing = str(getattr(exc, "missing_cfg_file", "") or "")
+        group, _, option = missing.rpartition("/")
+        if group:
+            options = list(getattr(exc, "options", None) or []) or group_options(group)
+            return f"{group}: unknown option {option!r}; valid: {', '.join(options)}"
+        return _first_line(exc)
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    text = _first_line(exc)
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or ""
+        message = _first_line(cause)
+        if isinstance(cause, ValidationError) and key:
+            m = re.search(r"Value '(.*?)'(?: of type '[^']*')? could not be converted to (\w+)", message) or \
+                re.search(r"Value '(.*?)' is not a valid (bool)", message)
+            if m:
+                kind = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+                        "String": "a string", "bool": "true or false"}.get(m.group(2), m.group(2))
+                return f"{key} must be {kind}, got {m.group(1)!r}"
+            return f"{key}: {message}"
+        if isinstance(cause, (ConfigKeyError, AttributeError)) or "not in struct" in message or "not in '" in message:
+            if key:
+                return _unknown_key(config_name, key, groups)
+        if key:
+            return f"{key}: {message}"
+    m = re.search(r"Could not (?:override|append to config|delete from config)\.? '?([\w./@-]+)'?", text)
+    key = m.group(1) if m else _key_of(job[0]) if job else "?"
+    if "not in struct" in str(exc) or "is not in" in str(exc):
+        return _unknown_key(config_name, key, groups)
+    return f"{key}: {text}"
+
+
+def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list[str]], dict[str, Any]]:
+    """Check a command line as Hydra will run it: every job's config composes and passes every
+    value rule. Returns ``(jobs' overrides, flags)``; raises :class:`UsageError` (one line)."""
+    from .config import ROOTS, compose, register_groups, to_typed
+    from .schema import ConfigError
+
+    register_groups()
+    overrides, flags = _split_argv(argv)
+    parsed = _parse(overrides)
+    jobs = _jobs(parsed, bool(flags.get("-m") or flags.get("--multirun")))
+    schema = ROOTS[config_name]
+    groups = [f.name for f in __import__("dataclasses").fields(schema)]
+    for job in jobs[:_MAX_JOBS_CHECKED]:
+        try:
+            cfg = compose(config_name, job, hydra_config=any(o.startswith(("hydra", "+hydra")) for o in job))
+        except Exception as exc:  # noqa: BLE001 -- every composition error becomes one line
+            raise UsageError(_composition_error(config_name, exc, job, groups)) from None
+        try:
+            if "hydra" in cfg:
+                from omegaconf import OmegaConf, open_dict
+
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                OmegaConf.set_struct(cfg, True)
+            to_typed(cfg)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 -- e.g. a missing mandatory value
+            raise UsageError(_composition_error(config_name, exc, job, groups)) from None
+    return jobs, flags
+
+
+def _print_config(config_name: str, job: list[str], which: str, resolve: bool) -> None:
+    from omegaconf import OmegaConf
+
+    from .config import compose
+    from .secrets import redact_secrets
+
+    if which not in ("job", "hydra", "all"):
+        raise UsageError(f"--cfg must be job, hydra or all, got {which!r}")
+    cfg = compose(config_name, job, hydra_config=which != "job")
+    if which == "hydra":
+        cfg = cfg.hydra
+    elif which == "job" and "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    print(redact_secrets(OmegaConf.to_yaml(cfg, resolve=resolve)), end="", flush=True)
+
+
+# --------------------------------------------------------------------------------- running the app
+
+
+def _absolute_results(cfg: Any) -> None:
+    """Relative ``results_dir`` is taken from where the user launched (also in multirun jobs)."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not hasattr(cfg, "results_dir"):
+        return
+    results = Path(cfg.results_dir or "results").expanduser()
+    if not results.is_absolute():
+        try:
+            results = Path(HydraConfig.get().runtime.cwd) / results
+        except ValueError:
+            results = Path.cwd() / results
+    cfg.results_dir = str(results)
+
+
+def _run_task(task: Callable[[Any], int | None], cfg: Any) -> int:
+    """Run ``task(typed cfg)`` turning errors and signals into one line and an exit code."""
+    from .config import to_typed
+    from .data import DataError
+    from .schema import ConfigError
+    from .study.signals import exit_code
+
+    try:
+        typed = to_typed(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    _absolute_results(typed)
+    try:
+        return int(task(typed) or 0)
+    except (ValueError, DataError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt as exc:  # before or outside a worker loop: nothing half-written is kept
+        name = getattr(exc, "signame", "SIGINT")
+        fail(f"interrupted by {name}; finished results (if any) are written, nothing else was saved",
+             exit_code(name))
+    return 0
+
+
+def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[str] | None = None) -> int:
+    """The whole command: check the command line, then run ``task`` under ``hydra.main``.
+    Returns the exit code (console scripts ``sys.exit`` with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        jobs, flags = check_command_line(config_name, argv)
+        if flags.get("--cfg") or flags.get("-c"):
+            _print_config(config_name, jobs[0], str(flags.get("--cfg") or flags.get("-c")), bool(flags.get("--resolve")))
+            return 0
+    except UsageError as exc:
+        try:
+            fail(str(exc))
+        except SystemExit as done:
+            return int(done.code)
+
+    import hydra
+    import optuna
+
+    from .config import register_groups
+    from .secrets import redact_log_records
+
+    register_groups()
+    redact_log_records()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # effnas prints its own one-line progress
+    outcome = {"code": 0}
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
+    def _main(cfg: Any) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # again: launcher jobs are fresh processes
+        code = _run_task(task, cfg)
+        outcome["code"] = code
+        if code:
+            raise SystemExit(code)
+
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [saved_argv[0] if saved_argv else config_name, *argv]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises: its errors become one line below
+    try:
+        _main()
+    except SystemExit as done:
+        return int(done.code or 0) if not isinstance(done.code, str) else 2
+    except Exception as exc:  # noqa: BLE001 -- anything Hydra or a launcher raised
+        try:
+            fail(_first_line(exc))
+        except SystemExit as done:
+            return int(done.code)
+    finally:
+        sys.argv = saved_argv
+        if saved_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
+    return outcome["code"]

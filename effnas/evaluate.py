@@ -1,0 +1,92 @@
+"""A trial's evaluation: price the candidate by formula, reject it untrained if it breaks a hard
+limit, train it with the proxy protocol (reporting each epoch to the pruner), score it with the
+reward, and record everything as the trial's user attributes (what the result tables show)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from search_space import ArchSpec, count_flops, count_params
+
+from .data import DataSplits
+from .objective import Reward, cost_of
+from .progress import fmt_count
+from .study import Interrupted
+from .train import Diverged, ProxyConfig, train_and_evaluate
+
+__all__ = ["Evaluator"]
+
+log = logging.getLogger("effnas")
+
+
+class Evaluator:
+    """Prices, trains and scores one candidate spec inside an Optuna trial (both stages)."""
+
+    def __init__(self, data: DataSplits, train: ProxyConfig, reward: Reward, *, max_flops: float | None,
+                 max_params: float | None, seed: int, multi_objective: bool = False,
+                 prune: bool = True) -> None:
+        self.data, self.train, self.reward = data, train, reward
+        self.max_flops, self.max_params = max_flops, max_params
+        self.seed = seed
+        self.multi_objective, self.prune = multi_objective, prune
+
+    def run(self, trial: optuna.Trial, spec: ArchSpec, resolution: int | None = None,
+            extra_attrs: dict[str, Any] | None = None, seed: int | None = None) -> Any:
+        """``seed``: the training seed; default ``self.seed + trial.number`` (stage 2 passes one
+        seed for every grid point, so that points differ only by their network)."""
+        # The worker id and the global-budget check are run_worker's (nas.study), before this runs.
+        res = resolution or spec.resolution
+        seed = self.seed + trial.number if seed is None else seed
+        flops, params = count_flops(spec, res), count_params(spec)
+        for key, value in {"arch": spec.to_string(), "flops": flops, "params": params, "seed": seed,
+                           "resolution": res, **(extra_attrs or {})}.items():
+            trial.set_user_attr(key, value)
+        limits = [("max_flops", flops, self.max_flops), ("max_params", params, self.max_params)]
+        for name, value, limit in limits:
+            if limit is not None and value > limit:
+                reason = f"{name}: {fmt_count(value)} > limit {fmt_count(limit)} (not trained)"
+                trial.set_user_attr("reason", reason)
+                trial.set_user_attr("epochs", 0)
+                raise optuna.TrialPruned(reason)
+        cost = float(flops) if self.reward.metric == "flops" else float(params) \
+            if self.reward.metric == "params" else cost_of(spec, "latency", res)
+        if self.reward.metric == "latency":
+            trial.set_user_attr("latency_ms", cost)
+        cfg = self.train.train_config(seed)
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            trial.set_user_attr("epochs", epoch)
+            trial.set_user_attr("accuracy", accuracy)
+            if self.multi_objective or not self.prune:
+                return
+            # Report what the study maximises (the reward at this epoch's accuracy), so that a cheap
+            # network is not pruned for an accuracy its cost makes up for; and never prune after
+            # the last epoch: the training is done, stopping it saves nothing.
+            value = self.reward(accuracy, cost)
+            trial.report(value, epoch)
+            if epoch < cfg.epochs and trial.should_prune():
+                reason = (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
+                          f"(reward {value:.4f}, acc {accuracy:.4f})")
+                trial.set_user_attr("reason", reason)
+                raise optuna.TrialPruned(reason)
+
+        try:
+            result = train_and_evaluate(spec.replace(resolution=res) if res != spec.resolution else spec,
+                                        self.data, cfg, on_epoch,
+                                        progress=lambda m: log.debug("trial %d %s", trial.number, m))
+        except Diverged as exc:
+            trial.set_user_attr("reason", f"diverged: {exc}")
+            raise optuna.TrialPruned(f"diverged: {exc}") from None
+        except Interrupted as exc:
+            trial.set_user_attr("reason", f"interrupted by {exc.signame}")
+            raise
+        reward = self.reward(result.accuracy, cost)
+        for key, value in {"accuracy": result.accuracy, "reward": reward, "epochs": result.epochs_done,
+                           "train_seconds": result.train_seconds}.items():
+            trial.set_user_attr(key, value)
+        if self.multi_objective:
+            return result.accuracy, float(flops)
+        return reward

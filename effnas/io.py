@@ -1,0 +1,66 @@
+"""Atomic, umask-respecting file writers: a reader -- or another worker writing at the same moment --
+sees either the old or the new file, never a torn one.
+
+Each file is written to a temporary name in the same folder and ``os.replace``-d into place. The
+temporary file is created private (``mkstemp``) and given the permissions an ordinary ``open``
+would (``0o666`` minus the umask) before it is renamed, so a team sharing ``results/`` can read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+__all__ = ["atomic_write", "write_table", "write_json", "write_text", "file_mode"]
+
+
+def file_mode() -> int:
+    """``0o666`` minus this process's umask: what ``open(path, "w")`` would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_table(df: pd.DataFrame, folder: str | os.PathLike, stem: str) -> tuple[Path, Path]:
+    """Write ``<stem>.parquet`` and ``<stem>.csv`` atomically; returns both paths."""
+    folder = Path(folder)
+    parquet, csv = folder / f"{stem}.parquet", folder / f"{stem}.csv"
+    atomic_write(parquet, lambda p: df.to_parquet(p, index=False))
+    atomic_write(csv, lambda p: df.to_csv(p, index=False))
+    return parquet, csv
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda p: Path(p).write_text(json.dumps(data, indent=2, sort_keys=False,
+                                                                default=str) + "\n"))
+    return path
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+    return path
+
+

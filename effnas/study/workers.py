@@ -1,0 +1,214 @@
+"""The worker loop: one process = one worker running ``study.optimize`` against the shared storage.
+
+N workers come from Hydra multirun (``-m worker=range(N)`` with the joblib, submitit_local or
+submitit_slurm launcher) or N plain invocations. Before each trial a worker recovers the trials of
+dead workers (:mod:`.recovery`); the budget is global (:mod:`.enqueue`); SIGINT / SIGTERM fail the
+running trial, re-enqueue it and reach the caller as :class:`~.signals.Interrupted`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any, Callable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from .enqueue import BudgetTaken, drop_duplicate_waiting, fixed_point, over_budget, trial_counts, twin_of
+from .recovery import _retry, process_started, recover_stale, worker_id
+from .signals import Interrupted, interruptible, raise_pending
+from .storage import RetryStaleTrial
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger("effnas")
+
+
+class _TakenOver(Exception):
+    """Another worker failed this worker's trial (missed heartbeats) while it was running."""
+
+
+# The worker loop
+
+
+class _QuietExpectedFailures(logging.Filter):
+    """optuna logs every exception that ends a trial as a warning with its traceback; the ones
+    raised on purpose (interrupted, budget taken, failed by another worker) are reported by effnas
+    in one line instead."""
+
+    _FAILED = re.compile(r"Trial (\d+) failed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = self._FAILED.match(str(record.msg))
+        if match is None:
+            return True
+        number = int(match.group(1))
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (Interrupted, BudgetTaken, _TakenOver, UpdateFinishedTrialError)):
+            self.quiet.add(number)
+            return False
+        return number not in self.quiet
+
+
+_QUIET = _QuietExpectedFailures()
+
+
+def _quiet_optuna() -> None:
+    logger = logging.getLogger("optuna.study._optimize")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+
+
+class _Attempt:
+    """What the worker knows about the trial it is running (for the exception handlers)."""
+
+    def __init__(self) -> None:
+        self.trial_id: int | None = None
+        self.number: int | None = None
+        self.returned = False
+        self.taken_over = False
+
+
+def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *, budget: int | None,
+               timeout: float | None = None, max_retry: int = 2, poll_seconds: float = 2.0,
+               on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+               only_enqueued: bool = False) -> int:
+    """Run trials until the global budget is used (or, with ``only_enqueued``, until no WAITING
+    trial is left). Returns the number of trials this worker ran to the end.
+
+    Each trial is one ``study.optimize(n_trials=1)`` call, so optuna runs its heartbeat thread
+    (PostgreSQL) for it. Before each trial the worker recovers trials of dead workers; while other
+    workers hold the rest of the budget it waits (``poll_seconds``) instead of stopping, so that
+    a trial of a worker that dies is retried. ``budget`` counts COMPLETE + PRUNED trials.
+
+    ``only_enqueued`` (stage 2's exact grid): trials only run enqueued points; the objective
+    itself must reject a trial that optuna created because another worker popped the last point.
+
+    Raises :class:`Interrupted` (inside :func:`handle_signals`) after failing and re-enqueuing the
+    running trial."""
+    _quiet_optuna()
+    start = time.monotonic()
+    ran = 0
+    callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
+    attempt = _Attempt()
+
+    def run_one(trial: optuna.Trial) -> Any:
+        attempt.trial_id, attempt.number = trial._trial_id, trial.number
+        trial.set_user_attr("worker", worker_id())
+        started = process_started(os.getpid())
+        if started is not None:
+            trial.set_user_attr("worker_started", started)
+        if not only_enqueued:
+            _check_slot(study, trial, budget)
+        try:
+            with interruptible(True):
+                value = objective(trial)
+        except UpdateFinishedTrialError:
+            attempt.taken_over = True
+            raise _TakenOver() from None
+        except Interrupted as exc:
+            if "reason" not in study._storage.get_trial_user_attrs(trial._trial_id):
+                try:
+                    trial.set_user_attr("reason", f"interrupted by {exc.signame}")
+                except UpdateFinishedTrialError:
+                    pass
+            raise
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            attempt.taken_over = True  # failed as stale by another worker meanwhile
+            raise _TakenOver()
+        attempt.returned = True
+        return value
+
+    with interruptible(False):
+        while True:
+            raise_pending()
+            if timeout is not None and time.monotonic() - start >= timeout:
+                log.info("search.timeout=%ss reached: this worker stops", timeout)
+                break
+            recover_stale(study, max_retry)
+            if not only_enqueued:
+                drop_duplicate_waiting(study)
+            counts = trial_counts(study)
+            done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            waiting, running = counts[TrialState.WAITING], counts[TrialState.RUNNING]
+            if only_enqueued:
+                if waiting == 0:
+                    if running == 0:
+                        break
+                    _sleep(poll_seconds)  # others hold the last points; retry them if they die
+                    continue
+            elif budget is not None:
+                if done >= budget:
+                    break
+                if done + running >= budget:
+                    _sleep(poll_seconds)  # others hold the rest; their trials come back if they die
+                    continue
+            attempt.__init__()
+            try:
+                study.optimize(run_one, n_trials=1, callbacks=callbacks, catch=(), gc_after_trial=False)
+            except BudgetTaken as exc:
+                log.info("trial %s not run: %s", attempt.number, exc)
+                continue
+            except Interrupted as exc:
+                if attempt.trial_id is not None:
+                    _after_interrupt(study, attempt, exc.signame, max_retry)
+                raise
+            except Exception:
+                if attempt.trial_id is not None and (attempt.taken_over or attempt.returned) and \
+                        study._storage.get_trial(attempt.trial_id).state == TrialState.FAIL:
+                    log.warning("trial %d was failed by another worker while this one ran it (no heartbeat "
+                                "for the grace period: is storage.grace_period too short?); its result "
+                                "is dropped and its retry runs it again", attempt.number)
+                    continue
+                raise
+            ran += 1
+    return ran
+
+
+def _sleep(seconds: float) -> None:
+    with interruptible(True):
+        time.sleep(seconds)
+
+
+def _check_slot(study: optuna.Study, trial: optuna.Trial, budget: int | None) -> None:
+    """Raise :class:`BudgetTaken` if this trial is beyond the global budget or runs an enqueued
+    point that another trial already holds."""
+    trials = study.get_trials(deepcopy=False)
+    frozen = next(t for t in trials if t._trial_id == trial._trial_id)
+    twin = twin_of(trials, frozen)
+    if twin is not None:
+        trial.set_user_attr("reason", f"duplicate of trial {twin} (enqueued twice)")
+        raise BudgetTaken(f"its point is already trial {twin}")
+    if budget is None or not over_budget(study, trial, budget):
+        return
+    trial.set_user_attr("reason", "surplus: the budget was already taken by other workers")
+    if fixed_point(frozen) is not None or "failed_trial" in frozen.system_attrs:
+        # a popped point (warm start, retry) must not be lost with this trial
+        study.add_trial(optuna.trial.create_trial(
+            state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+            user_attrs={k: v for k, v in frozen.user_attrs.items() if k not in RetryStaleTrial._NOT_COPIED},
+            system_attrs=frozen.system_attrs))
+    raise BudgetTaken("the budget was already taken by other workers")
+
+
+def _after_interrupt(study: optuna.Study, attempt: _Attempt, signame: str, max_retry: int) -> None:
+    """The interrupted trial is FAIL (optuna told it so); enqueue it again for the next worker."""
+    with interruptible(False):
+        try:
+            trial = study._storage.get_trial(attempt.trial_id)
+            if trial.state != TrialState.FAIL:
+                return
+            retried = _retry(study, attempt.trial_id, max_retry)
+        except Exception as exc:  # noqa: BLE001 -- the interruption must still reach the caller
+            log.warning("trial %s interrupted by %s: could not re-enqueue it (%s)", attempt.number, signame, exc)
+            return
+    log.warning("trial %d interrupted by %s: marked FAIL%s", attempt.number, signame,
+                " and re-enqueued for the next worker" if retried else "")

@@ -1,0 +1,72 @@
+"""report.markdown: make_report and compare -- console text, report.md and the plots it embeds."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from effnas.io import write_table
+from report import compare, main, make_report, param_importances
+
+
+def test_grid_report(grid_folder: Path, tmp_path: Path, frames: dict, check_pngs, check_markdown) -> None:
+    rep = make_report(grid_folder, tmp_path / "g", top=4)
+    assert rep.kinds == ["grid"]
+    pngs = check_pngs(tmp_path / "g", {"grid_heatmap.png", "grid_scatter.png"})
+    text = check_markdown(tmp_path / "g" / "report.md", pngs)
+    assert "Chosen coefficients" in text and "alpha: 1.2" in text and "γ = 1.20" in text
+    assert text.count("| compound") == int((frames["grid"]()["kind"] == "compound").sum())  # the whole grid
+    assert "more rows in report.md" in rep.text  # the console shows --top rows
+    assert "accuracy (%)" in rep.markdown and "FLOPs ratio" in rep.markdown
+    assert "| duplicate_of" not in rep.markdown  # a schema column without any value is not shown
+
+
+def test_family_report(family_folder: Path, tmp_path: Path, check_pngs, check_markdown) -> None:
+    rep = make_report(family_folder, tmp_path / "f")
+    pngs = check_pngs(tmp_path / "f", {"family_scaling.png"})
+    text = check_markdown(tmp_path / "f" / "report.md", pngs)
+    for name in [f"B{i}" for i in range(8)]:
+        assert f"| {name} " in text
+    assert "FLOPs / (2^φ·B0)" in rep.text
+
+
+def test_report_without_plots_or_file(real_run: Path, tmp_path: Path) -> None:
+    rep = make_report(real_run, tmp_path / "r", plots=False, write=False)
+    assert rep.plots == [] and rep.markdown_path is None and not (tmp_path / "r").exists()
+    assert "Leaderboard (top 10" in rep.text and re.search(r"\|\s+rank\s+\|", rep.markdown)
+    with pytest.raises(ValueError, match="top must be a positive integer"):
+        make_report(real_run, top=0)
+
+
+def test_table_fallback_and_comparison(real_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       check_pngs, check_markdown) -> None:
+    """A second study (e.g. random search): importance from its table; then the two side by side,
+    each report written into its own folder and the comparison beside them."""
+    tiny = tmp_path / "tiny"
+    shutil.copytree(real_run, tiny)
+    raw = pd.read_parquet(real_run / "trials.parquet")
+    other = pd.concat([raw, raw.assign(number=raw["number"] + len(raw))], ignore_index=True)
+    done = other["state"] == "COMPLETE"
+    other.loc[done, "reward"] = np.random.default_rng(0).uniform(0.1, 0.9, int(done.sum()))
+    folder = tmp_path / "random"
+    write_table(other, folder, "trials")
+    imp, note = param_importances(folder)
+    assert imp is not None and "trials table" in note and imp.sum() == pytest.approx(1.0)
+
+    main([str(tiny), str(folder), "--top", "2"])
+    stdout = capsys.readouterr().out
+    assert "Comparison: tiny vs random" in stdout and "best reward" in stdout
+    for study in (tiny, folder):
+        check_markdown(study / "report.md", check_pngs(study, {"history.png", "pareto.png", "importance.png"}))
+    check_pngs(tmp_path, {"comparison_history.png"})
+    cmp_md = (tmp_path / "comparison.md").read_text()
+    assert "(tiny/report.md)" in cmp_md and "(random/report.md)" in cmp_md
+    table, _ = compare([tiny, folder], tmp_path / "cmp2", plots=False)
+    assert table["study"].tolist() == ["tiny", "random"]
+    assert table.loc[1, "best reward"] == f"{other.loc[done, 'reward'].max():.4f}"
+    assert table.loc[1, "trials"] == str(len(other))
