@@ -1,4 +1,4 @@
-"""The result tables -- one schema each, written by the stages and read by the report -- and the
+r"""The result tables -- one schema each, written by the stages and read by the report -- and the
 export of a study's trials from the Optuna storage (the single source of truth).
 
 ``trials`` (stage 1), ``grid`` (scale-search) and ``family`` (scale-family) are :class:`Table`\ s:

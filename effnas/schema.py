@@ -23,7 +23,9 @@ __all__ = ["ConfigError", "Schema", "rule", "describe_type"]
 class ConfigError(ValueError):
     """A bad config value; ``key`` is the full dotted key, the message one line naming it."""
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str | None = None) -> None:
+        if message is None:  # OmegaConf re-raises exceptions as type(exc)(message)
+            key, message = "", key
         self.key = key
         super().__init__(message)
 
@@ -118,6 +120,9 @@ class Schema:
     _key: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        if any(isinstance(getattr(self, f.name), str) and "${" in getattr(self, f.name)
+               for f in dataclasses.fields(self)):  # type: ignore[arg-type]
+            return  # a template with interpolations (OmegaConf reads defaults): checked once resolved
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             if f.name.startswith("_"):

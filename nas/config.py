@@ -26,8 +26,10 @@ class SearchSettings(Schema):
     multi_objective: bool = False            # true: (accuracy, FLOPs) Pareto front, e.g. with sampler=nsgaii
 
     def validate(self) -> None:
+        from effnas.runs import check_study_name
         from search_space import resolve_arch
 
+        check_study_name(self.study_name)
         for name in self.warm_start:
             resolve_arch(name, what="search.warm_start")
 
@@ -56,6 +58,11 @@ class NasTrainConfig(Schema):
     resolution: Optional[int] = rule(None, ge=32)  # null: best.json's / the string's res=, else proxy.resolution
     dataset: Any = MISSING
     proxy: Any = MISSING
+
+    def validate(self) -> None:
+        from search_space import resolve_arch
+
+        resolve_arch(self.arch, what="arch")
 
 
 register_groups()

@@ -51,6 +51,11 @@ class ScaleSettings(Schema):
     seed: int = rule(0, ge=0)                   # one training seed for every point
     timeout: Optional[float] = rule(None, gt=0)  # seconds per worker, null = no limit
 
+    def validate(self) -> None:
+        from effnas.runs import check_study_name
+
+        check_study_name(self.study_name)
+
 
 @dataclass
 class ScaleSearchConfig(Schema):
@@ -77,6 +82,9 @@ class ScaleSearchConfig(Schema):
             set_ = ", ".join(f"{n}={v}" for n, v in given.items() if v is not None)
             raise ConfigError(missing[0], f"a single point needs alpha, beta and gamma; got {set_} without "
                                           f"{', '.join(missing)} (or set none of them to search the grid)")
+        from search_space import resolve_arch
+
+        resolve_arch(self.base, what="base")
 
 
 @dataclass
@@ -108,6 +116,19 @@ class ScaleFamilyConfig(Schema):
             raise self.fail("dropout", f"must be [at B0, at B7], got {list(self.dropout)!r}")
         if self.train.upto is not None and self.train.upto > self.max_phi:
             raise ConfigError("train.upto", f"train.upto={self.train.upto} is beyond max_phi={self.max_phi}")
+        from effnas.runs import check_study_name
+        from search_space import resolve_arch
+
+        from .family import _coefficients_from_cfg
+
+        if self.study_name is not None:
+            check_study_name(self.study_name, "study_name")
+        if self.base is not None:
+            resolve_arch(self.base, what="base")
+        coefficients = self.coefficients
+        if hasattr(coefficients, "items"):
+            coefficients = dict(coefficients)
+        _coefficients_from_cfg(coefficients)
 
 
 register_groups()

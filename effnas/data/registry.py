@@ -11,10 +11,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 from omegaconf import MISSING
 
+from ..schema import Schema
 from .core import DataError, ImageDataset, Split
 
 __all__ = ["DatasetConfig", "Source", "SOURCES", "register", "dataset_names", "get_source", "load_dataset",
@@ -22,8 +23,10 @@ __all__ = ["DatasetConfig", "Source", "SOURCES", "register", "dataset_names", "g
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(Schema):
     """The ``dataset`` config group (one option per registered source)."""
+
+    _key: ClassVar[str] = "dataset"
 
     name: str = MISSING
     root: Optional[str] = MISSING  # the dataset's folder; null only where the source has a default

@@ -18,7 +18,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.results import TRIAL_COLUMNS
+from effnas.results import TRIAL_COLUMNS
 from nas.search import run_search
 from search_space import ArchSpec, count_flops, count_params, default_space
 

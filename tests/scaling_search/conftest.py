@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nas.data import DEFAULT_ROOTS
+from effnas.data import get_source
 from search_space import reference_spec, scale_spec
 
-FASHION_ROOT = DEFAULT_ROOTS["fashion_mnist"]
+FASHION_ROOT = get_source("fashion_mnist").default_root
 HAVE_FASHION = (FASHION_ROOT / "train-images-idx3-ubyte.gz").is_file()
 
 # The proxy budget of every real run here: a few hundred images, one epoch, one thread.

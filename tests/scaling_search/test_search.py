@@ -15,7 +15,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from nas.study import StorageConfig, make_storage
+from effnas.study import make_storage, storage_config
 from scaling_search.family import run_family
 from scaling_search.grid import match_flops, measure_point
 from scaling_search.search import GRID_COLUMNS, run_scale_search
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("needs_fashion")
 
 
 def load_study(folder: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=make_storage(StorageConfig(), folder))
+    return optuna.load_study(study_name=name, storage=make_storage(storage_config(), folder))
 
 
 def point_of(t: optuna.trial.FrozenTrial) -> tuple[float, float, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.data import load_splits
-from nas.train import Diverged, TrainConfig, evaluate, train_and_evaluate
+from effnas.data import load_splits
+from effnas.train import Diverged, TrainConfig, evaluate, train_and_evaluate
 from search_space import reference_spec, scale_spec
 
 

@@ -21,16 +21,19 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.results import trials_frame
-from nas.study import (ORPHAN_SECONDS, Interrupted, RedactSecrets, RetryStaleTrial, StorageConfig,
-                       enqueue_once, handle_signals, interruptible, make_storage, recover_dead_local_workers,
-                       redact_secrets, run_worker)
+from effnas.results import trials_frame
+from effnas.secrets import RedactSecrets, redact_secrets
+from effnas.study import (ORPHAN_SECONDS, Interrupted, RetryStaleTrial, enqueue_once, handle_signals, interruptible,
+                          make_storage, recover_dead_local_workers, run_worker, storage_config)
+
+import nas.config  # noqa: E402,F401 -- registers the nas_search root schema for the compose below
 
 HOST = socket.gethostname()
+PG_URL = "postgresql://u:secret@h/db"
 
 
 def journal_study(path: Path, name: str = "s") -> optuna.Study:
-    storage = make_storage(StorageConfig(), path)
+    storage = make_storage(storage_config(), path)
     return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                sampler=optuna.samplers.RandomSampler(seed=0))
 
@@ -57,7 +60,7 @@ def dead_pid() -> int:
 
 
 def test_postgres_storage_gets_heartbeats_and_retries_from_the_config(postgres_db, postgres_server, tmp_path):
-    cfg = StorageConfig(kind="postgres", url=postgres_db, heartbeat_interval=3, grace_period=7, max_retry=4)
+    cfg = storage_config("postgres", url=postgres_db, heartbeat_interval=3, grace_period=7, max_retry=4)
     storage = make_storage(cfg, tmp_path)
     rdb = getattr(storage, "_backend", storage)
     assert isinstance(rdb, optuna.storages.RDBStorage)
@@ -66,13 +69,13 @@ def test_postgres_storage_gets_heartbeats_and_retries_from_the_config(postgres_d
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback) and callback._max_retry == 4
     assert rdb.engine.url.drivername == "postgresql+psycopg2"  # installed driver, not SQLAlchemy's default
     assert postgres_server.password not in cfg.describe(tmp_path)
-    assert StorageConfig(kind="postgres", url=postgres_db).grace_seconds == 20  # default: 2 x interval
+    assert storage_config("postgres", url=postgres_db).grace_seconds == 20  # default: 2 x interval
 
 
 def test_unreachable_or_refused_postgres_is_one_line_without_the_password(postgres_server, tmp_path):
     wrong = postgres_server.url.replace(postgres_server.password, "not-the-password-42")
     with pytest.raises(ValueError) as info:
-        make_storage(StorageConfig(kind="postgres", url=wrong), tmp_path)
+        make_storage(storage_config("postgres", url=wrong), tmp_path)
     message = str(info.value)
     assert "password authentication failed" in message and "\n" not in message
     assert "not-the-password-42" not in message and ":***@" in message
@@ -81,8 +84,8 @@ def test_unreachable_or_refused_postgres_is_one_line_without_the_password(postgr
 def test_workers_starting_together_on_an_empty_database(postgres_db):
     """All create optuna's tables at once: PostgreSQL's catalog lets one win ("duplicate key value
     violates unique constraint pg_type_typname_nsp_index" for the others), and they retry."""
-    code = ("import sys; from pathlib import Path; import optuna; from nas.study import StorageConfig, make_storage; "
-            "s = make_storage(StorageConfig(kind='postgres', url=sys.argv[1]), Path('.')); "
+    code = ("import sys; from pathlib import Path; import optuna; from effnas.study import storage_config, make_storage; "
+            "s = make_storage(storage_config('postgres', url=sys.argv[1]), Path('.')); "
             "optuna.create_study(study_name='x', storage=s, load_if_exists=True)")
     procs = [subprocess.Popen([sys.executable, "-c", code, postgres_db], stderr=subprocess.PIPE, text=True)
              for _ in range(5)]
@@ -91,16 +94,16 @@ def test_workers_starting_together_on_an_empty_database(postgres_db):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(kind="postgres"), "EFFNAS_STORAGE_URL"),
+    (dict(kind="postgres", url=None), "EFFNAS_STORAGE_URL"),
     (dict(kind="postgres", url="mysql://u:secret@h/db"), "postgresql://"),
-    (dict(heartbeat_interval=0), "heartbeat_interval"),
-    (dict(heartbeat_interval=10, grace_period=10), "grace_period"),
+    (dict(kind="postgres", url=PG_URL, heartbeat_interval=0), "heartbeat_interval"),
+    (dict(kind="postgres", url=PG_URL, heartbeat_interval=10, grace_period=10), "grace_period"),
     (dict(max_retry=-1), "max_retry"),
-    (dict(heartbeat_interval=1.5), "integer"),
+    (dict(kind="postgres", url=PG_URL, heartbeat_interval=1.5), "integer"),
 ])
 def test_storage_config_is_checked(bad, message):
     with pytest.raises(ValueError, match=message) as info:
-        StorageConfig(**bad)
+        storage_config(**bad)
     assert "secret" not in str(info.value)
 
 
@@ -138,7 +141,7 @@ def test_sqlite_warns_when_workers_share_it(tmp_path, caplog, no_hydra, launcher
     if launcher is not None:
         _hydra_job(tmp_path, f"hydra/launcher={launcher}", multirun=multirun)
     with caplog.at_level(logging.WARNING, logger="effnas"):
-        make_storage(StorageConfig(kind="sqlite"), tmp_path, workers=workers)
+        make_storage(storage_config("sqlite"), tmp_path, workers=workers)
     warned = [r.getMessage() for r in caplog.records if "storage=sqlite is for one process only" in r.getMessage()]
     assert bool(warned) == warns, caplog.text
 
@@ -151,7 +154,7 @@ def test_launcher_configs_compose(tmp_path, no_hydra):
     local = _hydra_job(tmp_path, "hydra/launcher=local", multirun=True).hydra.launcher
     assert local._target_.endswith("submitit_launcher.LocalLauncher") and local.timeout_min >= 24 * 60
     pg = _hydra_job(tmp_path, "storage=postgres", "storage.url=postgresql://u:pw@h/db", multirun=False)
-    assert pg.hydra.callbacks.redact_storage_secrets._target_ == "nas.study.RedactSecrets"
+    assert pg.hydra.callbacks.redact_secrets._target_ == "effnas.secrets.RedactSecrets"
     assert pg.storage.kind == "postgres" and pg.storage.heartbeat_interval == 10
 
 
@@ -244,7 +247,7 @@ def test_run_worker_keeps_heartbeats_alive_and_retries_a_silent_trial(postgres_d
     """Each trial outlives the grace period: only its heartbeat thread (started by optuna per
     ``optimize(n_trials=1)`` call) keeps a watcher from failing it. The trial whose heartbeat
     stopped (a dead worker) is failed after the grace period and retried."""
-    cfg = StorageConfig(kind="postgres", url=postgres_db, heartbeat_interval=1, grace_period=2)
+    cfg = storage_config("postgres", url=postgres_db, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="hb", storage=make_storage(cfg, tmp_path),
                                 sampler=optuna.samplers.RandomSampler(seed=1))
     with warnings.catch_warnings():
@@ -258,7 +261,7 @@ def test_run_worker_keeps_heartbeats_alive_and_retries_a_silent_trial(postgres_d
     stop = threading.Event()
 
     def watch() -> None:  # another worker, checking for stale trials all the time
-        from nas.study import fail_stale_trials
+        from effnas.study import fail_stale_trials
         while not stop.is_set():
             fail_stale_trials(watcher_study)
             time.sleep(0.2)
@@ -304,7 +307,7 @@ def test_budget_is_global_across_concurrent_workers(tmp_path):
     barrier = threading.Barrier(4)
 
     def worker(i: int) -> None:
-        study = optuna.load_study(study_name="s", storage=make_storage(StorageConfig(), tmp_path),
+        study = optuna.load_study(study_name="s", storage=make_storage(storage_config(), tmp_path),
                                   sampler=optuna.samplers.RandomSampler(seed=i))
 
         def objective(trial: optuna.Trial) -> float:
@@ -392,7 +395,7 @@ def test_one_interruption_per_run_and_handlers_restored():
 WRITER = textwrap.dedent("""
     import sys, time
     import pandas as pd
-    from nas.results import write_table
+    from effnas.io import write_table
     folder, writer, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     end, version = time.monotonic() + seconds, 0
     while time.monotonic() < end:

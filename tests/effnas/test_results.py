@@ -8,7 +8,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas.results import TRIAL_COLUMNS, redact_url, trials_frame, write_json, write_table
+from effnas.io import write_json, write_table
+from effnas.results import TRIAL_COLUMNS, trials_frame
+from effnas.secrets import redact_url
 
 
 def test_redact_url_hides_only_the_password():

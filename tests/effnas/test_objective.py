@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from nas.objective import PRESETS, Reward, auto_target, cost_of, measure_latency_ms
+import nas.config  # noqa: F401 -- registers the nas_search root
+from effnas.config import load
+from effnas.objective import ObjectiveConfig, Reward, auto_target, cost_of, measure_latency_ms
 from search_space import count_flops, count_params, reference_spec
 
 
@@ -20,17 +22,20 @@ def test_soft_reward_is_the_paper_formula():
 
 
 def test_hard_reward_ignores_cost_below_target_and_punishes_above():
-    r = Reward.from_preset("hard", target=100.0)
-    assert (r.alpha, r.beta) == PRESETS["hard"] == (0.0, -1.0)
+    r = load("nas_search", ["objective=hard"]).objective.reward(100.0)  # the `hard` option
+    assert (r.alpha, r.beta) == (0.0, -1.0)
     assert r(0.9, 10.0) == pytest.approx(0.9) == r(0.9, 100.0)
     assert r(0.9, 200.0) == pytest.approx(0.45)
 
 
-def test_custom_and_soft_w():
-    assert Reward.from_preset("custom", 1.0, w=-0.15).alpha == -0.15
-    assert Reward.from_preset("soft", 1.0, w=-0.2).beta == -0.2
-    with pytest.raises(ValueError, match="custom needs objective.w"):
-        Reward.from_preset("custom", 1.0)
+def test_w_sets_both_sides_unless_alpha_or_beta_are_given():
+    assert ObjectiveConfig(w=-0.15).reward(1.0).alpha == -0.15
+    assert ObjectiveConfig(w=-0.2).reward(1.0).beta == -0.2
+    assert (ObjectiveConfig(w=-0.2, beta=-1.0).reward(1.0).alpha, ObjectiveConfig(beta=-1.0).reward(1.0).beta) == \
+        (-0.2, -1.0)
+    for bad in (0.0, 0.07, math.nan):
+        with pytest.raises(ValueError, match="objective.w"):
+            ObjectiveConfig(w=bad)
 
 
 @pytest.mark.parametrize("kwargs, needle", [

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from nas.study import StorageConfig, make_storage
+from effnas.study import make_storage, storage_config
 
 HOST = socket.gethostname()
 TINY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "proxy.threads=1",
@@ -93,7 +93,7 @@ def workers(tmp_path: Path):
 
 def storage_of(url: str | None, journal: Path | None) -> optuna.storages.BaseStorage:
     if url:  # as the workers open it (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3)
-        return make_storage(StorageConfig(kind="postgres", url=url), Path("."))
+        return make_storage(storage_config("postgres", url=url), Path("."))
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
 
