@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any, Callable, Sequence
 
-__all__ = ["fail", "run_app", "check_command_line", "UsageError"]
+__all__ = ["fail", "run_app", "check_command_line", "explain_error", "UsageError"]
 
 log = logging.getLogger("effnas")
 
@@ -148,7 +148,7 @@ def _siblings(config_name: str, key: str) -> list[str]:
     return [str(k) for k in OmegaConf.to_container(node, resolve=False, throw_on_missing=False)]
 
 
-def _unknown_key(config_name: str, key: str, groups: list[str]) -> str:
+def _unknown_key(config_name: str, key: str) -> str:
     leaf = key.split(".")[-1]
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     valid = _siblings(config_name, key)
@@ -159,7 +159,7 @@ def _unknown_key(config_name: str, key: str, groups: list[str]) -> str:
     return f"unknown key {key}{hint}{listing}"
 
 
-def _composition_error(config_name: str, exc: BaseException, job: list[str], groups: list[str]) -> str:
+def explain_error(config_name: str, exc: BaseException, job: list[str]) -> str:
     """One line, naming the key, for whatever Hydra or OmegaConf raised while composing ``job``."""
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -190,33 +190,31 @@ def _composition_error(config_name: str, exc: BaseException, job: list[str], gro
             return f"{key}: {message}"
         if isinstance(cause, (ConfigKeyError, AttributeError)) or "not in struct" in message or "not in '" in message:
             if key:
-                return _unknown_key(config_name, key, groups)
+                return _unknown_key(config_name, key)
         if key:
             return f"{key}: {message}"
     m = re.search(r"Could not (?:override|append to config|delete from config)\.? '?([\w./@-]+)'?", text)
     key = m.group(1) if m else _key_of(job[0]) if job else "?"
     if "not in struct" in str(exc) or "is not in" in str(exc):
-        return _unknown_key(config_name, key, groups)
+        return _unknown_key(config_name, key)
     return f"{key}: {text}"
 
 
 def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list[str]], dict[str, Any]]:
     """Check a command line as Hydra will run it: every job's config composes and passes every
     value rule. Returns ``(jobs' overrides, flags)``; raises :class:`UsageError` (one line)."""
-    from .config import ROOTS, compose, register_groups, to_typed
+    from .config import compose, register_groups, to_typed
     from .schema import ConfigError
 
     register_groups()
     overrides, flags = _split_argv(argv)
     parsed = _parse(overrides)
     jobs = _jobs(parsed, bool(flags.get("-m") or flags.get("--multirun")))
-    schema = ROOTS[config_name]
-    groups = [f.name for f in __import__("dataclasses").fields(schema)]
     for job in jobs[:_MAX_JOBS_CHECKED]:
         try:
             cfg = compose(config_name, job, hydra_config=any(o.startswith(("hydra", "+hydra")) for o in job))
         except Exception as exc:  # noqa: BLE001 -- every composition error becomes one line
-            raise UsageError(_composition_error(config_name, exc, job, groups)) from None
+            raise UsageError(explain_error(config_name, exc, job)) from None
         try:
             if "hydra" in cfg:
                 from omegaconf import OmegaConf, open_dict
@@ -228,7 +226,7 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 -- e.g. a missing mandatory value
-            raise UsageError(_composition_error(config_name, exc, job, groups)) from None
+            raise UsageError(explain_error(config_name, exc, job)) from None
     return jobs, flags
 
 

@@ -182,8 +182,17 @@ def as_config(config_name: str, cfg: Any) -> Any:
         node = cfg.get(group)
         if isinstance(node, Mapping) and node.get(selector) is not None:
             choices.append(f"{group}={node[selector]}")
-    base = compose(config_name, [c for c in choices if c.split("=")[0] in _groups_of(config_name)])
-    return to_typed(_merge_values(base, cfg))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        base = compose(config_name, [c for c in choices if c.split("=")[0] in _groups_of(config_name)])
+        return to_typed(_merge_values(base, cfg))
+    except ConfigError:
+        raise
+    except (OmegaConfBaseException, ValueError) as exc:  # a wrong type or unknown key: one line naming it
+        from .cli import explain_error
+
+        raise ConfigError("", explain_error(config_name, exc, [])) from None
 
 
 def _groups_of(config_name: str) -> set[str]:

@@ -77,7 +77,7 @@ def _redact_file(path: Path) -> None:
         return
     clean = redact_secrets(text)
     if clean != text:
-        from .results import write_text
+        from .io import write_text
 
         write_text(clean, path)
 

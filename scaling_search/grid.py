@@ -133,18 +133,9 @@ class GridPoint:
     params: int | None = None
     kind: str = "compound"
 
-    @property
-    def key(self) -> tuple[float, float, float]:
-        return (self.alpha, self.beta, self.gamma)
-
     def params_dict(self) -> dict[str, float]:
         """What is enqueued in the study (``trial.suggest_float`` reads the same names)."""
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
-                "product": self.product, "flops_ratio": self.flops_ratio, "resolution": self.resolution,
-                "flops": self.flops, "params": self.params}
 
 
 def scaled_spec(base: ArchSpec, width: float, depth: float) -> ArchSpec:

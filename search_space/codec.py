@@ -50,14 +50,17 @@ def _fmt(x: int | float) -> str:
 
 
 def encode_block(block: Any) -> str:
-    """Official block string of one stage (``c1`` added for a regular conv)."""
+    """Official block string of one stage (``c1`` added for a regular conv, ``poolskip`` for
+    MnasNet's pooling skip op, ``BlockSpec.pool_skip``; it replaces ``noskip``)."""
     parts = [f"r{block.repeats}", f"k{block.kernel}", f"s{block.stride}{block.stride}",
              f"e{_fmt(block.expand_ratio)}", f"i{block.in_filters}", f"o{block.out_filters}"]
     if block.se_ratio > 0:
         parts.append(f"se{_fmt(block.se_ratio)}")
     if block.conv_type == "conv":
         parts.append("c1")
-    if not block.id_skip:
+    if getattr(block, "pool_skip", False):
+        parts.append("poolskip")
+    elif not block.id_skip:
         parts.append("noskip")
     return "_".join(parts)
 
@@ -85,16 +88,18 @@ def parse_block(token: str) -> dict[str, Any]:
     if not isinstance(token, str) or not token:
         raise bad_block(str(token), "empty")
     values: dict[str, Any] = {}
-    id_skip = True
+    skip = None  # 'noskip' | 'poolskip'
     for op in token.split("_"):
-        if op == "noskip":
-            if not id_skip:
-                raise bad_block(token, "'noskip' given twice")
-            id_skip = False
+        if op in ("noskip", "poolskip"):
+            if skip is not None:
+                raise bad_block(token, f"'{op}' given twice" if op == skip else
+                                "'noskip' and 'poolskip' are two skip ops: give one")
+            skip = op
             continue
         m = _OPTION.match(op)
         if m is None:
-            raise bad_block(token, f"unknown option {op!r} (expected r, k, s, e, i, o, se, c or noskip)")
+            raise bad_block(token, f"unknown option {op!r} (expected r, k, s, e, i, o, se, c, noskip or "
+                                   f"poolskip)")
         key, text = m.groups()
         if key == "s" and text.startswith("e"):  # 'se0.25' matched as 's' + 'e0.25'
             key, text = "se", text[1:]
@@ -125,7 +130,7 @@ def parse_block(token: str) -> dict[str, Any]:
         conv_type = "mbconv"
     return {"repeats": values["r"], "kernel": values["k"], "stride": values["s"], "expand_ratio": values["e"],
             "in_filters": values["i"], "out_filters": values["o"], "se_ratio": float(values.get("se", 0.0)),
-            "id_skip": id_skip, "conv_type": conv_type}
+            "id_skip": skip != "noskip", "conv_type": conv_type, "pool_skip": skip == "poolskip"}
 
 
 def encode_arch(spec: Any) -> str:
@@ -178,22 +183,89 @@ def parse_arch(text: str, activations: tuple[str, ...]) -> tuple[dict[str, Any],
     return fields, stages
 
 
+def _timm_make_divisible(v: float, divisor: int = 8) -> int:
+    """The width timm's ``InvertedResidual`` gives its expanded tensor for ``in * e``
+    (``timm.layers.make_divisible`` with its defaults: nearest multiple of 8, at least 8, and never
+    more than 10% below ``v``). effnas uses ``int(in * e)``; the two agree only on some widths."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new < 0.9 * v:
+        new += divisor
+    return new
+
+
+def _timm_stage_problem(stage: Any, kind: str) -> str | None:
+    """Why timm's block for ``kind`` cannot build what effnas builds for ``stage`` (None if it can).
+
+    Checked for every distinct layer input of the stage: the first layer's ``in_filters`` and, with
+    repeats, ``out_filters`` (the repeats' input)."""
+    se = float(stage.se_ratio)
+    if kind == "cn":
+        # timm's decoder passes no se_ratio to ConvBnAct: an 'se' option would be dropped silently
+        return "timm's ConvBnAct has no squeeze-excite" if se > 0 else None
+    inputs = sorted({stage.in_filters} | ({stage.out_filters} if stage.repeats > 1 else set()))
+    e = float(stage.expand_ratio)  # what timm's decoder reads back from the e<ratio> option
+    for cin in inputs:
+        mid = cin
+        if kind == "ir":
+            mid, ours = _timm_make_divisible(cin * e), int(cin * stage.expand_ratio)
+            if mid != ours:
+                return (f"timm's InvertedResidual widens {cin} channels to make_divisible({cin} * {_fmt(e)}) = "
+                        f"{mid}, effnas to int({cin} * {_fmt(e)}) = {ours}")
+        if se > 0:
+            # timm (EfficientNetBuilder, se_from_exp=False): rd_ratio = se / exp_ratio applied to
+            # the expanded width, rounded with round(); effnas: max(1, int(in * se)) (official rule)
+            theirs, ours = round(mid * (se / (e if kind == "ir" else 1.0))), max(1, int(cin * se))
+            if theirs != ours:
+                return (f"timm's squeeze-excite for a {cin}-channel input has {theirs} channels, "
+                        f"effnas's max(1, int({cin} * {_fmt(se)})) = {ours}")
+    return None
+
+
 def to_timm_arch_def(spec: Any) -> list[list[str]]:
     """timm's ``arch_def``: one list of block strings per stage (``ds_``, ``ir_``, ``cn_``).
 
-    timm writes the output width as ``c<out>`` and a single stride digit; the stem, head and
-    width/depth multipliers are constructor arguments there, not part of the strings.
+    timm writes the output width as ``c<out>`` and a single stride digit. A regular-conv stage is
+    ``cn_..._skip`` when its ``id_skip`` is set: timm's ConvBnAct adds the residual only when the
+    string says ``skip`` (and then, like effnas, only where stride is 1 and in == out, repeats
+    included); ``ds``/``ir`` have it by default and are ``noskip`` otherwise.
+
+    The stem, head, activation, normalisation and multipliers are constructor arguments there, not
+    part of the strings. ``timm.models.efficientnet.EfficientNet`` builds exactly the network of
+    :func:`search_space.build_model` (same parameters, same outputs with copied weights) from::
+
+        EfficientNet(decode_arch_def(spec.to_timm_arch_def()), num_classes=spec.num_classes,
+                     num_features=spec.head, in_chans=spec.in_channels, stem_size=spec.stem,
+                     fix_stem=True, round_chs_fn=lambda c: c, act_layer=<nn.SiLU | nn.ReLU | nn.ReLU6>,
+                     norm_layer=partial(nn.BatchNorm2d, eps=1e-3), output_stride=<total stride, if > 32>)
+
+    ``round_chs_fn``/``fix_stem`` keep widths that are not multiples of 8 as they are (timm's
+    default rounds them), ``eps=1e-3`` is effnas's BN default (timm's is 1e-5; parameter counts
+    do not depend on it), and timm turns strides beyond ``output_stride`` (default 32) into
+    dilation.
+
+    Raises ``ValueError`` naming the stage (1-based) for what timm's blocks cannot express:
+    squeeze-excite on a regular conv, an expanded width ``int(in * e)`` that timm's
+    ``make_divisible`` (multiples of 8) would change, or an SE width ``max(1, int(in * se))`` that
+    timm's ``round(expanded * se / e)`` would change. The default search space's only such case is
+    a regular-conv stage with SE.
     """
     out = []
-    for s in spec.stages:
-        prefix = {"ds": "ds", "mbconv": "ir", "conv": "cn"}[str(getattr(s.conv_type, "value", s.conv_type))]
-        parts = [prefix, f"r{s.repeats}", f"k{s.kernel}", f"s{s.stride}"]
-        if s.conv_type != "conv":
+    for i, s in enumerate(spec.stages, start=1):
+        kind = {"ds": "ds", "mbconv": "ir", "conv": "cn"}[str(getattr(s.conv_type, "value", s.conv_type))]
+        problem = _timm_stage_problem(s, kind)
+        if problem is not None:
+            what = f"e {_fmt(s.expand_ratio)}, " if kind == "ir" else ""
+            raise ValueError(f"stage {i} ({kind}, {what}se {_fmt(float(s.se_ratio))}): {problem}")
+        parts = [kind, f"r{s.repeats}", f"k{s.kernel}", f"s{s.stride}"]
+        if kind != "cn":
             parts.append(f"e{_fmt(s.expand_ratio)}")
         parts.append(f"c{s.out_filters}")
         if s.se_ratio > 0:
             parts.append(f"se{_fmt(s.se_ratio)}")
-        if not s.id_skip:
+        if kind == "cn":
+            if s.id_skip:
+                parts.append("skip")
+        elif not s.id_skip:
             parts.append("noskip")
         out.append(["_".join(parts)])
     return out

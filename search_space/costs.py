@@ -2,7 +2,11 @@
 
 FLOPs convention (the paper's): **multiply-adds of convolution and fully-connected layers**.
 One multiply-add counts as one FLOP; batch norm, activations, pooling, the SE gate multiply and
-the residual add are not counted, and neither are biases. This is exactly what fvcore reports for
+the residual add are not counted, and neither are biases. MnasNet's pooling skip op
+(``BlockSpec.pool_skip``) is therefore free: its shortcut is an average pool plus a channel
+zero-pad or crop, with no weights (0 parameters) and no conv or linear work (0 FLOPs); fvcore has
+no handler for ``avg_pool2d``, ``constant_pad_nd`` or slicing, so its count agrees (had the op used
+``adaptive_avg_pool2d``, fvcore would report it, but under its own key, not ``conv``). This is exactly what fvcore reports for
 its ``conv`` and ``linear`` operators, which the tests check layer type by layer type. Parameter
 counts include every trainable tensor (conv and linear weights, biases, BN affine weights) and
 match ``sum(p.numel() for p in model.parameters())`` of :func:`search_space.model.build_model`.
@@ -43,7 +47,8 @@ def _bn(name: str, c: int) -> LayerCost:
 
 
 def cost_breakdown(spec: ArchSpec, resolution: int | None = None) -> list[LayerCost]:
-    """Every counted layer of the network, in order, named as in the built model."""
+    """Every counted layer of the network, in order, named as in the built model (a pooling
+    shortcut has no entry: it has no weights and no multiply-adds)."""
     res = _check_resolution(spec.resolution if resolution is None else resolution)
     out: list[LayerCost] = []
     hw = conv_output_size(res, 3, 2)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .spec import Activation, ArchSpec, BlockSpec, ConvType
 
-__all__ = ["build_model", "EffNet", "MBBlock", "count_flops_fvcore"]
+__all__ = ["build_model", "EffNet", "MBBlock", "count_flops_fvcore", "pool_shortcut"]
 
 _ACTIVATIONS = {Activation.SILU: nn.SiLU, Activation.RELU: nn.ReLU, Activation.RELU6: nn.ReLU6}
 
@@ -96,15 +96,36 @@ def _drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
+def pool_shortcut(x: torch.Tensor, stride: int, out_channels: int) -> torch.Tensor:
+    """MnasNet's pooling skip op on a layer that changes the shape (see ``BlockSpec``): average
+    pool 3x3, stride 2, padding 1 not counted (ceil(H / 2), like the layer's own strided conv; no
+    pooling at stride 1), then the first ``min(in, out)`` channels, zero-padded to ``out``. No
+    weights; fvcore counts neither the pooling nor the padding as conv or linear work."""
+    if stride != 1:
+        x = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    cin = x.shape[1]
+    if out_channels < cin:
+        return x[:, :out_channels]
+    if out_channels > cin:
+        return F.pad(x, (0, 0, 0, 0, 0, out_channels - cin))
+    return x
+
+
 class MBBlock(nn.Module):
-    """One layer of a stage: MBConv, depthwise-separable or regular conv (see ``ConvType``)."""
+    """One layer of a stage: MBConv, depthwise-separable or regular conv (see ``ConvType``).
+
+    ``residual``: the identity shortcut; ``pool_shortcut``: the pooling skip op's shortcut of a
+    layer that changes the shape (on a shape-keeping layer ``pool`` builds the identity residual)."""
 
     def __init__(self, stage: BlockSpec, cin: int, cout: int, stride: int, act: type[nn.Module],
                  bn_momentum: float, bn_eps: float, drop_connect: float) -> None:
         super().__init__()
         k, mid = stage.kernel, stage.expanded(cin)
         self.conv_type = stage.conv_type
-        self.residual = stage.has_residual(cin, stride)
+        shortcut = stage.shortcut(cin, stride)
+        self.residual = shortcut == "identity"
+        self.pool_shortcut = shortcut == "pool"
+        self.stride, self.out_channels = stride, cout
         self.drop_connect = drop_connect
 
         def bn(c: int) -> nn.BatchNorm2d:
@@ -139,6 +160,8 @@ class MBBlock(nn.Module):
             y = self.bn2(spatial_conv(self.project, y, self.training))
         if self.residual:
             y = _drop_connect(y, self.drop_connect, self.training) + x
+        elif self.pool_shortcut:
+            y = _drop_connect(y, self.drop_connect, self.training) + pool_shortcut(x, self.stride, self.out_channels)
         return y
 
 
@@ -181,7 +204,9 @@ class EffNet(nn.Module):
         # PyTorch's default initialisers (as efficientnet-pytorch): measured on Fashion-MNIST they
         # reach 64-70% minival accuracy after one short epoch where the official fan-out normal
         # init reached 38-58%. Zero-init of the last BN of each residual branch makes every
-        # block start as identity, which helps the deep scaled members train stably.
+        # block start as identity, which helps the deep scaled members train stably. Pooling
+        # shortcuts of shape-changing layers are not: zero-init would start such a block with zero
+        # in every channel the (zero-padded) shortcut does not carry.
         for block in self.blocks:
             if isinstance(block, MBBlock) and block.residual:
                 last = block.bn if block.conv_type is ConvType.CONV else block.bn2

@@ -163,7 +163,8 @@ def resolve_arch(text: Any, *, what: str = "arch") -> ResolvedArch:
         try:
             ArchSpec.from_string(text)
         except ValueError as exc:
-            raise ValueError(f"{what}: not a valid architecture string: {exc}") from None
+            raise ValueError(f"{exc}; {what}={text!r} is not a reference name ({', '.join(reference_names())}), "
+                             f"a best.json path or a valid architecture string") from None
         return ResolvedArch(text, "string")
     path = Path(text).expanduser()
     try:

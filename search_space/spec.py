@@ -72,8 +72,23 @@ class BlockSpec:
     The first layer maps ``in_filters`` -> ``out_filters`` with ``stride``; the following
     ``repeats - 1`` layers use stride 1 and ``in == out``. ``se_ratio`` is relative to the
     layer's *input* width (the official rule: ``max(1, int(in * se_ratio))`` squeeze channels,
-    applied to the expanded tensor); 0 disables squeeze-excite. ``id_skip`` allows the identity
-    residual, used only where stride is 1 and in == out.
+    applied to the expanded tensor); 0 disables squeeze-excite.
+
+    The skip op (MnasNet's {identity residual, pooling, no skip}), as :attr:`skip` names it:
+
+    * ``id_skip`` (``"identity"``) adds the identity residual, used only where a layer keeps the
+      shape (stride 1 and in == out): the official rule.
+    * ``pool_skip`` (``"pool"``, block string ``poolskip``; needs ``id_skip``) gives *every* layer
+      a shortcut: the identity where the layer keeps the shape, and where it does not, the input
+      average-pooled to the layer's output size -- a 3x3 window, stride 2, padding 1 not counted,
+      centred on the same pixels as the layer's strided kxk conv, so the output is ceil(H / 2) like
+      the layer's (no pooling at stride 1) -- with its channels matched to the output's without
+      weights: the first ``min(in, out)`` channels are added, output channels beyond ``in`` get
+      nothing (zero padding, as PyramidNet's shortcut), input channels beyond ``out`` are dropped.
+      It has no parameters and no multiply-adds. MnasNet's paper names the op without defining it;
+      on a shape-keeping layer it *is* the identity residual, so ``pool`` and ``identity`` differ
+      only on a stage's first layer when that layer strides or changes the width.
+    * neither (``"none"``, block string ``noskip``): no shortcut.
     """
 
     repeats: int
@@ -85,6 +100,7 @@ class BlockSpec:
     se_ratio: float = 0.0
     id_skip: bool = True
     conv_type: ConvType = ConvType.MBCONV
+    pool_skip: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expand_ratio", _normalise_number(self.expand_ratio))
@@ -106,6 +122,11 @@ class BlockSpec:
         _check_real("se_ratio", self.se_ratio, 0.0, 1.0)
         if not isinstance(self.id_skip, bool):
             raise ValueError(f"id_skip must be True or False, got {self.id_skip!r}")
+        if not isinstance(self.pool_skip, bool):
+            raise ValueError(f"pool_skip must be True or False, got {self.pool_skip!r}")
+        if self.pool_skip and not self.id_skip:
+            raise ValueError("pool_skip includes the identity residual of shape-keeping layers: it needs "
+                             "id_skip=True (id_skip=False is 'no skip')")
         e = self.expand_ratio
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e < 1:
             raise ValueError(f"expand_ratio must be a number >= 1, got {e!r}")
@@ -138,8 +159,32 @@ class BlockSpec:
         first = [(self.in_filters, self.out_filters, self.stride)]
         return first + [(self.out_filters, self.out_filters, 1)] * (self.repeats - 1)
 
+    @property
+    def skip(self) -> str:
+        """The skip op: ``"identity"``, ``"pool"`` or ``"none"`` (the search space's names)."""
+        return "pool" if self.pool_skip else "identity" if self.id_skip else "none"
+
     def has_residual(self, in_filters: int, stride: int) -> bool:
+        """Whether a layer with this input width and stride gets the identity residual."""
         return self.id_skip and stride == 1 and in_filters == self.out_filters
+
+    def shortcut(self, in_filters: int, stride: int) -> str | None:
+        """The shortcut a layer with this input width and stride gets: ``"identity"`` (shape kept,
+        ``id_skip``), ``"pool"`` (shape changed, ``pool_skip``) or None."""
+        if self.has_residual(in_filters, stride):
+            return "identity"
+        if self.pool_skip and not (stride == 1 and in_filters == self.out_filters):
+            return "pool"
+        return None
+
+    def layer_key(self, in_filters: int, stride: int) -> tuple:
+        """What one layer of this stage computes, as a hashable value: equal keys build the same
+        layer (same modules, shapes and shortcut). Choices that leave a layer unchanged are not in
+        it: the skip op where it adds no shortcut or where ``pool`` is the identity, and the
+        expansion ratio beyond the expanded width ``int(in * e)`` it gives."""
+        squeezed = self.squeezed(in_filters) if self.has_se else 0
+        return (self.conv_type.value, self.kernel, stride, in_filters, self.out_filters,
+                self.expanded(in_filters), squeezed, self.shortcut(in_filters, stride))
 
 
 @dataclass(frozen=True)
@@ -201,6 +246,17 @@ class ArchSpec:
     def last_filters(self) -> int:
         return self.stages[-1].out_filters
 
+    def network_key(self) -> tuple:
+        """The network this spec builds, as a hashable value: two specs with equal keys build the
+        same model (same modules in the same order, same shortcuts, same drop-connect rates).
+        Unlike the spec (and its string), it does not see a choice that changes nothing, such as
+        the skip op of a stage none of whose layers can have a shortcut, or how a run of identical
+        layers is split between two stride-1 stages of the same width."""
+        layers = tuple(stage.layer_key(cin, stride) for stage in self.stages
+                       for cin, _, stride in stage.layers())
+        return (self.stem, self.head, self.num_classes, self.in_channels, self.resolution, self.dropout,
+                self.drop_connect, self.activation.value, layers)
+
     def replace(self, **changes: Any) -> ArchSpec:
         """A new, validated spec with some fields changed (the original is untouched)."""
         return replace(self, **changes)
@@ -215,6 +271,9 @@ class ArchSpec:
         return decode_arch(text, **defaults)
 
     def to_timm_arch_def(self) -> list[list[str]]:
+        """timm's ``arch_def`` for this spec (see :func:`search_space.codec.to_timm_arch_def` for the
+        matching ``EfficientNet`` constructor arguments). Raises ``ValueError`` naming the stage
+        for what timm's blocks cannot express (e.g. squeeze-excite on a regular conv)."""
         return codec.to_timm_arch_def(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,7 +325,9 @@ def encode_arch(spec: ArchSpec) -> str:
 
 
 def to_timm_arch_def(spec: ArchSpec) -> list[list[str]]:
-    """timm's ``arch_def``: one list of block strings per stage (``ds_``, ``ir_``, ``cn_``)."""
+    """timm's ``arch_def``: one list of block strings per stage (``ds_``, ``ir_``, ``cn_``).
+    Raises ``ValueError`` naming the stage for what timm cannot express (see
+    :func:`search_space.codec.to_timm_arch_def`)."""
     return codec.to_timm_arch_def(spec)
 
 

@@ -248,8 +248,8 @@ def test_nas_train_rejects_malformed_arch(tmp_path):
 def test_nas_train_trains_best_json_and_reports_test_accuracy(first_run):
     tmp, _ = first_run
     best = tmp / "ci" / "best.json"
-    proc = subprocess.run(["nas-train", f"arch={best}", "train.epochs=1", "train.train_size=512",
-                           "train.minival_size=500", "train.threads=1"], cwd=tmp, capture_output=True,
+    proc = subprocess.run(["nas-train", f"arch={best}", "proxy.epochs=1", "proxy.train_size=512",
+                           "proxy.minival_size=500", "proxy.threads=1"], cwd=tmp, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test accuracy" in proc.stdout

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from scaling_search.family import (FAMILY_COLUMNS, Coefficients, dropout_at, family_table, format_family,
+from effnas.results import FAMILY
+from scaling_search.family import (Coefficients, dropout_at, family_table, format_family,
                                    load_coefficients, run_family)
 from search_space import ArchSpec, count_flops, count_params, reference_spec
 
@@ -22,7 +24,7 @@ PAPER_DROPOUT = [0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5]
 def test_paper_table_reproduces_reference_params_exactly_and_flops_within_5_percent():
     b0 = reference_spec("efficientnet-b0")
     df, specs = family_table(b0, "paper")
-    assert list(df.columns) == FAMILY_COLUMNS
+    assert list(df.columns) == list(FAMILY.columns)
     assert list(df["name"]) == [f"b{i}" for i in range(8)]
     assert list(df["params"]) == PAPER_PARAMS
     assert list(df["resolution"]) == PAPER_RES
@@ -51,7 +53,7 @@ def test_formula_family_is_deterministic_and_grows_with_phi():
         assert row["flops"] == count_flops(specs[row["name"]], row["resolution"])
         assert row["flops_ratio"] == pytest.approx(row["flops"] / count_flops(b0, 224))
         assert row["ideal_ratio"] == 2.0 ** phi
-        assert row["flops_vs_ideal"] == pytest.approx(row["flops_ratio"] / 2.0 ** phi)
+        assert row["ratio_vs_2phi"] == pytest.approx(row["flops_ratio"] / 2.0 ** phi)
         assert row["formula_ratio"] == pytest.approx(1.92027 ** phi)
     assert specs["b0"] == b0
     # rounding moves FLOPs away from 2^phi: phi = 1 is about 2.5x (REFERENCE.md), not 2x or 1.92x
@@ -134,3 +136,24 @@ def test_family_cli_paper_table(tmp_path, st):
     assert list(df["params"]) == PAPER_PARAMS
     assert sorted(p.name for p in (tmp_path / "family-paper" / "family").iterdir()) == \
         [f"b{i}.json" for i in range(8)]
+
+
+def test_family_table_is_written_and_read_through_one_schema(tmp_path):
+    """scale-family writes family.{parquet,csv} with the FAMILY schema; the report reads every
+    documented column back with the schema's dtypes."""
+    from effnas.results import FAMILY
+    from report import load_results
+    from scaling_search.family import run_family
+
+    out = run_family({"results_dir": str(tmp_path), "study_name": "fam", "max_phi": 3})
+    for name in ("family.parquet", "family.csv"):
+        df = load_results(out.folder / name)
+        assert list(df.columns)[:len(FAMILY.columns)] == list(FAMILY.columns)
+        for column, dtype in FAMILY.columns.items():
+            assert str(df[column].dtype) == dtype or (dtype == "int64" and str(df[column].dtype) == "Int64"), column
+        assert df["ratio_vs_2phi"].tolist() == pytest.approx((df["flops_ratio"] / 2.0 ** df["phi"]).tolist())
+        assert df["accuracy"].isna().all()  # nothing trained without train.upto
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `family.parquet`"))
+    for column in FAMILY.columns:
+        assert f"`{column}" in row or f" {column}" in row or f"{column}`" in row, column

@@ -243,7 +243,7 @@ def _bad_cases(tmp: Path, base_json: Path) -> dict[str, tuple[str, list[str], st
         "alpha below 1": ("scale-search", [base, "grid.alpha=[0.9,1.5]"], "grid.alpha=[0.9, 1.5] is below 1"),
         "tol zero": ("scale-search", [base, "grid.tol=0"], "grid.tol must be > 0"),
         "step negative": ("scale-search", [base, "grid.step=-0.05"], "grid.step must be > 0"),
-        "point below 1": ("scale-search", [base, "alpha=0.9", "beta=1.1", "gamma=1.1"], "alpha=0.9 is below 1"),
+        "point below 1": ("scale-search", [base, "alpha=0.9", "beta=1.1", "gamma=1.1"], "alpha must be a number >= 1, got 0.9"),
         "partial point": ("scale-search", [base, "alpha=1.2"], "needs alpha, beta and gamma"),
         "missing best.json": ("scale-search", [f"base={inputs / 'nowhere' / 'best.json'}"], "not found"),
         "garbage best.json": ("scale-search", [f"base={inputs / 'garbage.json'}"], "is not valid JSON"),
@@ -254,7 +254,7 @@ def _bad_cases(tmp: Path, base_json: Path) -> dict[str, tuple[str, list[str], st
         "coefficients gamma below 1": ("scale-family", [f"coefficients={inputs / 'low_gamma.yaml'}"],
                                        "gamma=0.95 is below 1"),
         "coefficients not yaml": ("scale-family", [f"coefficients={inputs / 'broken.yaml'}"], "not valid YAML"),
-        "phi below 0": ("scale-family", ["coefficients=paper", "max_phi=-1"], "max_phi must be >= 0"),
+        "phi below 0": ("scale-family", ["coefficients=paper", "max_phi=-1"], "max_phi must be an integer >= 0, got -1"),
     }
 
 
@@ -308,7 +308,7 @@ def test_empty_grid_message_names_the_bound(bad_runs):
     ({"grid": {"tol": -0.1}}, "grid.tol must be > 0"),
     ({"grid": {"step": 0}}, "grid.step must be > 0"),
     ({"grid": {"mode": "flops"}}, "grid.mode must be one of"),
-    ({"baselines": "yes"}, "baselines must be true or false"),
+    ({"baselines": "maybe"}, "baselines must be true or false"),
     ({"base": "FOLDER"}, "best.json not found"),
     ({"base": "CLASSES"}, "num_classes=1000 but its architecture has 10"),
     ({"base": "r1_k4_s11_e1_i32_o16"}, "not a reference name"),
@@ -337,8 +337,8 @@ def test_bad_scale_search_config_in_process(tmp_path, base_json, st, change, nee
     ({"coefficients": {"alpha": 1.2, "beta": 0.5, "gamma": 1.1}}, "beta=0.5 is below 1"),
     ({"base": "GARBAGE"}, "is not valid JSON"),
     ({"max_phi": 2, "train": {"upto": 3}}, "train.upto=3 is beyond max_phi=2"),
-    ({"dropout": [0.2, 1.5]}, "dropout values must be numbers in [0, 1)"),
-    ({"max_phi": "seven"}, "max_phi must be an integer >= 0"),
+    ({"dropout": [0.2, 1.5]}, "dropout must be a number >= 0 and < 1, got 1.5"),
+    ({"max_phi": "seven"}, "max_phi must be an integer"),
 ])
 def test_bad_scale_family_config_in_process(tmp_path, st, change, needle):
     (tmp_path / "garbage.json").write_text("[1, 2")

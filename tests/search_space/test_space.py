@@ -9,8 +9,8 @@ import pytest
 from optuna.samplers import RandomSampler
 from optuna.trial import FixedTrial
 
-from search_space import (ArchSpec, ConvType, SearchSpace, default_space, reference_spec,
-                          round_filters)
+from search_space import (ArchSpec, ConvType, SearchSpace, count_flops, count_params, default_space,
+                          reference_spec, round_filters)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,8 +25,9 @@ def test_efficientnet_b0_is_a_point():
     assert all(params[f"s{i}_layers"] == 0 for i in range(1, 8))
 
 
-def test_mnasnet_a1_snapped_is_a_point():
-    space = default_space()
+def test_mnasnet_a1_snapped_onto_the_paper_space():
+    """Without MnasNet-A1 included (the paper's space on B0), snapping maps A1 to a neighbour."""
+    space = SearchSpace(include=[])
     mnas = reference_spec("mnasnet-a1")
     params = space.params_of(mnas, snap=True)
     assert params["s6_filters"] == 144
@@ -47,7 +48,7 @@ def test_mnasnet_a1_snapped_is_a_point():
 
 def test_mnasnet_a1_without_snap_names_stage_6():
     with pytest.raises(ValueError) as info:
-        default_space().params_of(reference_spec("mnasnet-a1"))
+        SearchSpace(include=[]).params_of(reference_spec("mnasnet-a1"))
     msg = str(info.value)
     assert "stage 6" in msg and "160" in msg and "144" in msg
 
@@ -57,7 +58,7 @@ def _edit(old: str, new: str):
 
 
 @pytest.mark.parametrize("change,fragment", [
-    (lambda s: s.replace(activation="relu"), "activation"),
+    (lambda s: s.replace(activation="relu6"), "activation"),  # relu is a choice (MnasNet-A1's)
     (lambda s: s.replace(head=1408), "head"),
     (_edit("r1_k3_s11_e6_i192_o320", "r1_k7_s11_e6_i192_o320"), "stage 7: kernel 7"),
     (_edit("r1_k3_s11_e6_i192_o320", "r1_k3_s22_e6_i192_o320"), "stage 7: stride 2"),
@@ -80,19 +81,35 @@ def test_default_space_structure_and_size():
     stages = space.stages
     assert len(stages) == 7
     assert [st.widths for st in stages] == [
-        (16, 24), (24, 32), (32, 40, 48), (64, 80, 104), (88, 112, 144), (144, 192, 240),
-        (240, 320, 400)]
-    for st in stages:
+        (16, 24), (24, 32), (32, 40, 48), (64, 80, 104), (88, 112, 144), (144, 160, 192, 240),
+        (240, 320, 400)]  # 160: MnasNet-A1's stage 6, included
+    a1 = reference_spec("mnasnet-a1")
+    for st, a in zip(stages, a1.stages):
         assert st.widths == tuple(sorted({round_filters(st.base.out_filters, m)
-                                          for m in (0.75, 1.0, 1.25)}))
+                                          for m in (0.75, 1.0, 1.25)} | {a.out_filters}))
         # a delta that would empty a stage is dropped, not clamped
         assert st.layer_deltas == ((0, 1) if st.base.repeats == 1 else (-1, 0, 1))
         assert st.op_variants == 4  # conv, ds (= mbconv e1), mbconv e3, mbconv e6
-    assert [st.size for st in stages] == [128, 192, 288, 288, 288, 288, 192]
-    assert space.size == math.prod(st.size for st in stages) == 128 * 192 ** 2 * 288 ** 4
+    assert space.activations == ("silu", "relu")
+    assert [st.size for st in stages] == [128, 192, 288, 288, 288, 384, 192]
+    assert space.assignments == math.prod(st.size for st in stages) * 2 == 128 * 192 ** 2 * 288 ** 3 * 384 * 2
+    assert space.assignments == 86_566_749_478_060_032  # 8.7e16 parameter assignments (specs)
+    assert space.size == 34_715_307_973_017_600  # 3.5e16 distinct networks
     assert space.param_names()[:7] == ["s1_op", "s1_expand", "s1_kernel", "s1_se", "s1_skip",
                                        "s1_filters", "s1_layers"]
-    assert len(space.param_names()) == 49
+    assert space.param_names()[-1] == "activation"
+    assert len(space.param_names()) == 50
+
+
+def test_paper_space_counts():
+    """``include=[]``: MnasNet's choices only. 3.2e16 spellings (the README's old number) are
+    1.3e16 networks."""
+    space = SearchSpace(include=[])
+    assert [st.widths for st in space.stages][5] == (144, 192, 240)
+    assert space.activations == ("silu",) and space.included == ()
+    assert space.assignments == 128 * 192 ** 2 * 288 ** 4 == 32_462_531_054_272_512
+    assert space.size == 13_130_761_922_150_400
+    assert SearchSpace(include=[], skips=("identity", "none", "pool")).size == 297_291_408_526_540_800
 
 
 class _Enumerator:
@@ -134,14 +151,18 @@ def test_size_equals_brute_force_enumeration():
     assert [st.widths for st in space.stages] == [(8, 16, 24), (16, 24, 32)]
     assert [st.layer_deltas for st in space.stages] == [(0, 1, 2), (-1, 0, 1, 2)]
     assert [st.size for st in space.stages] == [4 * 2 * 2 * 3 * 3, 4 * 2 * 2 * 3 * 4]
-    strings, count = set(), 0
+    strings, networks, count = set(), set(), 0
     for i, (spec, params) in enumerate(_enumerate(space)):
         count += 1
         strings.add(spec.to_string())
+        networks.add(spec.network_key())
         if i % 97 == 0:
             assert space.params_of(spec) == params
-    assert count == space.size == 144 * 192
-    assert len(strings) == space.size  # every assignment is a different architecture
+    assert count == space.assignments == 144 * 192
+    assert len(strings) == space.assignments  # every assignment is a different spec...
+    # ... but not a different network: stage 1 (32 -> 8/16/24, stride 1) with one layer can
+    # never be residual, so its skip choice changes the string only
+    assert len(networks) == space.size < space.assignments
 
 
 def test_random_samples_are_valid_and_invert(random_trial):
@@ -204,7 +225,9 @@ def test_from_config_and_bases():
     ({"ops": ["mbconv", "sep"]}, "sep"),
     ({"expand_ratios": [0.5, 6]}, "0.5"),
     ({"se_ratios": [0, 1.5]}, "1.5"),
-    ({"skips": ["identity", "pool"]}, "pool"),
+    ({"skips": ["identity", "avg"]}, "avg"),                       # pool is valid, avg is not
+    ({"include": ["efficientnet-b0", "efficientnet-b3"]}, "efficientnet-b3"),  # depth does not fit
+    ({"include": ["resnet50"]}, "resnet50"),
     ({"filter_multipliers": [0, 1.0]}, "filter_multipliers"),
     ({"layer_deltas": [-1]}, "stage 1"),                          # empties a 1-layer stage
     ({"layer_deltas": [0.5]}, "0.5"),
@@ -223,3 +246,166 @@ def test_ds_op_without_mbconv_e1():
     params = space.params_of(b0)
     assert params["s1_op"] == "ds" and "s1_expand" not in params
     assert space.sample(FixedTrial(params)) == b0
+
+
+# -- MnasNet-A1 is an exact point of the default space ------------------------------------------
+
+
+def test_mnasnet_a1_reference_numbers():
+    a1 = reference_spec("mnasnet-a1")
+    assert count_params(a1) == 3_887_038  # timm's semnasnet_100
+    assert count_flops(a1, 224) == 311_579_072
+    assert a1.activation.value == "relu" and a1.drop_connect == 0.0
+
+
+def test_default_warm_starts_train_exactly_the_published_networks():
+    """What ``nas-search`` does with its defaults: the space from the ``space`` config group's
+    defaults, each ``search.warm_start`` entry resolved with the task's head and mapped with
+    ``params_of(..., snap=True)``. Both are exact points: snapping changes nothing, and the
+    trained network is the reference with the task's head and resolution and the search's
+    drop-connect -- the only difference the README lists (A1 is published without drop-connect)."""
+    from effnas.config import SpaceConfig
+    from nas.config import SearchSettings
+
+    from search_space import resolve_arch
+
+    classes, channels, res = 10, 1, 32
+    space = SpaceConfig().build(num_classes=classes, in_channels=channels, resolution=res)
+    assert space == default_space(classes, channels, res)
+    assert SearchSettings().warm_start == ["efficientnet-b0", "mnasnet-a1"]
+    for name in SearchSettings().warm_start:
+        ref = resolve_arch(name, what="search.warm_start").spec(classes, channels)
+        params = space.params_of(ref, snap=True)
+        assert params == space.params_of(ref)  # no snapping needed
+        trained = space.sample(FixedTrial(params))
+        assert trained == ref.replace(resolution=res, drop_connect=space.base.drop_connect)
+        assert count_params(trained) == count_params(ref)
+        assert count_flops(trained) == count_flops(ref, res)
+        full = space.sample(FixedTrial(default_space().params_of(reference_spec(name))))
+        assert count_params(full) == count_params(reference_spec(name))
+        assert count_flops(full) == count_flops(reference_spec(name))
+    a1 = reference_spec("mnasnet-a1")
+    assert space.params_of(a1.replace(num_classes=classes, in_channels=channels))["s6_filters"] == 160
+    exact = default_space().sample(FixedTrial(default_space().params_of(a1)))
+    assert exact == a1.replace(drop_connect=0.2)
+    assert (count_params(exact), count_flops(exact, 224)) == (3_887_038, 311_579_072)
+    assert exact.activation.value == "relu" and not exact.stages[0].id_skip
+
+
+def test_include_rules():
+    b0, a1 = reference_spec("efficientnet-b0"), reference_spec("mnasnet-a1")
+    auto = default_space()
+    assert auto.include is None and auto.included == (b0, a1.replace(resolution=224))
+    assert SearchSpace(include=["efficientnet-b0", "mnasnet-a1"]) == SearchSpace(
+        include=("efficientnet-b0", "mnasnet-a1"))
+    assert SearchSpace(include=["mnasnet-a1"]).stages == auto.stages
+    assert SearchSpace(include=["mnasnet-a1"]).activations == auto.activations
+    # a listed network may be a string or a spec
+    assert SearchSpace(include=[a1.to_string()]).stages == SearchSpace(include=[a1]).stages == auto.stages
+    # symmetric on an A1 base: B0's 192 and SiLU join
+    on_a1 = SearchSpace.from_config({"base": "mnasnet-a1"})
+    assert on_a1.stages[5].widths == (120, 160, 192, 200) and on_a1.activations == ("relu", "silu")
+    assert on_a1.sample(FixedTrial(on_a1.params_of(b0))) == b0.replace(drop_connect=0.0)
+    # auto skips what cannot become a point: A1 has 5x5 kernels, B1's depths are out of reach
+    k3 = SearchSpace(kernels=(3,))
+    assert k3.included == () and k3.stages[5].widths == (144, 192, 240) and k3.activations == ("silu",)
+    b1 = SearchSpace.from_config({"base": "efficientnet-b1"})
+    assert [s for s in b1.included] == [b0.replace(resolution=240)]
+    assert b1.activations == ("silu",)
+    # a base of another shape: nothing to include
+    small = SearchSpace(base=ArchSpec.from_string("r1_k3_s11_e1_i32_o16 r2_k3_s22_e6_i16_o24"))
+    assert small.included == () and small.activations == ("silu",)
+    # listed explicitly, a network that does not fit is an error naming it and why
+    with pytest.raises(ValueError, match=r"space.include: mnasnet-a1 cannot be a point .*stage 3: kernel 5"):
+        SearchSpace(kernels=(3,), include=["mnasnet-a1"])
+    with pytest.raises(ValueError, match="head 1408 differs"):
+        SearchSpace(include=[b0.replace(head=1408)])
+    with pytest.raises(ValueError, match="space.include"):
+        SearchSpace(include=[3])
+
+
+# -- the pooling skip op -----------------------------------------------------------------------
+
+
+def test_pool_skip_choice_samples_and_inverts(random_trial):
+    space = SearchSpace.from_config({"skips": ["identity", "none", "pool"]}, num_classes=10,
+                                    in_channels=1, resolution=32)
+    assert all(st.skips == ("identity", "none", "pool") for st in space.stages)
+    assert space.assignments == default_space().assignments // 2 * 3
+    seen = set()
+    for seed in range(100):
+        t = random_trial(seed)
+        spec = space.sample(t)
+        assert space.params_of(spec) == t.params
+        assert space.sample(FixedTrial(t.params)) == spec
+        assert ArchSpec.from_string(spec.to_string()) == spec
+        for i, s in enumerate(spec.stages, start=1):
+            seen.add(s.skip)
+            assert s.skip == t.params[f"s{i}_skip"]
+            assert s.pool_skip == (s.skip == "pool") and s.id_skip == (s.skip != "none")
+    assert seen == {"identity", "none", "pool"}
+    with pytest.raises(ValueError, match="stage 1: skip 'pool'"):
+        default_space().params_of(ArchSpec.from_string(
+            reference_spec("efficientnet-b0").to_string().replace("o16_se0.25", "o16_se0.25_poolskip")))
+
+
+# -- distinct networks: the count against brute force ------------------------------------------
+
+
+def _brute_force(space: SearchSpace) -> tuple[int, int]:
+    specs = [spec for spec, _ in _enumerate(space)]
+    return len(specs), len({s.network_key() for s in specs})
+
+
+@pytest.mark.parametrize("base,options,expected", [
+    # stride 2 then stride 1: skip collapses on one-layer stages, pool == identity where shapes
+    # are kept, and a stage-2 layer of stage 1's width and type merges with stage 1's repeats
+    ("stem=16 r1_k3_s22_e6_i16_o24 r1_k3_s11_e6_i24_o24",
+     {"ops": ("mbconv", "conv"), "expand_ratios": (1, 3), "kernels": (3, 5), "se_ratios": (0.0, 0.25),
+      "skips": ("identity", "none", "pool"), "filter_multipliers": (0.75, 1.0), "layer_deltas": (0, 1, 2)},
+     (11_664, 6_768)),
+    # three stride-1 stages of one width: a run of identical layers split three ways
+    ("stem=16 r1_k3_s11_e3_i16_o16 r1_k3_s11_e3_i16_o16 r1_k3_s11_e3_i16_o16",
+     {"ops": ("mbconv", "conv"), "expand_ratios": (3,), "kernels": (3,), "se_ratios": (0.0,),
+      "skips": ("identity", "none", "pool"), "filter_multipliers": (0.5, 1.0), "layer_deltas": (0, 1)},
+     (13_824, 5_382)),
+    # fractional expansions that give the same expanded width (int(8 * 3) == int(8 * 3.1))
+    ("stem=8 r1_k3_s11_e3_i8_o8 r2_k3_s22_e3_i8_o16",
+     {"ops": ("mbconv",), "expand_ratios": (3, 3.1, 6), "kernels": (3,), "se_ratios": (0.0, 0.25),
+      "skips": ("identity", "none"), "filter_multipliers": (1.0, 2.0), "layer_deltas": (0, 1)},
+     None),
+])
+def test_size_counts_distinct_networks(base, options, expected):
+    space = SearchSpace(base=ArchSpec.from_string(base, head=16, num_classes=2, resolution=32),
+                        include=[], **options)
+    assignments, networks = _brute_force(space)
+    assert (assignments, networks) == (space.assignments, space.size)
+    assert networks < assignments
+    if expected is not None:
+        assert (assignments, networks) == expected
+
+
+def test_size_counts_distinct_networks_random_spaces():
+    import random
+
+    rng = random.Random(7)
+    checked = 0
+    while checked < 12:
+        prev, tokens = 16, []
+        for _ in range(rng.randint(2, 3)):
+            s, w = rng.choice([1, 1, 2]), rng.choice([8, 16])
+            tokens.append(f"r{rng.randint(1, 2)}_k3_s{s}{s}_e6_i{prev}_o{w}")
+            prev = w
+        space = SearchSpace(
+            base=ArchSpec.from_string(" ".join(tokens), stem=16, head=16, num_classes=2, resolution=32),
+            ops=tuple(rng.sample(["mbconv", "conv"], rng.randint(1, 2))),
+            expand_ratios=tuple(rng.sample([1, 3, 3.1], 2)), kernels=(3,),
+            se_ratios=rng.choice([(0.0,), (0.0, 0.25)]),
+            skips=tuple(rng.sample(["identity", "none", "pool"], rng.randint(1, 3))),
+            filter_multipliers=tuple(rng.sample([0.5, 1.0, 1.5], 2)),
+            layer_deltas=tuple(rng.sample([-1, 0, 1], 2)) if "r2" in " ".join(tokens) else (0, 1),
+            include=[])
+        if space.assignments > 20_000:
+            continue
+        assert _brute_force(space) == (space.assignments, space.size), space
+        checked += 1

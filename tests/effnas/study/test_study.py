@@ -1,4 +1,4 @@
-"""nas.study in one process: storages built from the config (heartbeats, retries, drivers,
+"""effnas.study in one process: storages built from the config (heartbeats, retries, drivers,
 secrets), the worker loop's budget, duplicates and heartbeats, dead-worker recovery, signal
 handling, atomic result files under concurrent writers, the launcher configs."""
 
@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from effnas.results import trials_frame
 from effnas.secrets import RedactSecrets, redact_secrets
-from effnas.study import (ORPHAN_SECONDS, Interrupted, RetryStaleTrial, enqueue_once, handle_signals, interruptible,
+from effnas.study import (ORPHAN_SECONDS, Interrupted, RetryStaleTrial, enqueue_once, exit_code, handle_signals, interruptible,
                           make_storage, recover_dead_local_workers, run_worker, storage_config)
 
 import nas.config  # noqa: E402,F401 -- registers the nas_search root schema for the compose below
@@ -69,7 +69,8 @@ def test_postgres_storage_gets_heartbeats_and_retries_from_the_config(postgres_d
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback) and callback._max_retry == 4
     assert rdb.engine.url.drivername == "postgresql+psycopg2"  # installed driver, not SQLAlchemy's default
     assert postgres_server.password not in cfg.describe(tmp_path)
-    assert storage_config("postgres", url=postgres_db).grace_seconds == 20  # default: 2 x interval
+    assert storage_config("postgres", url=postgres_db).grace_seconds == 30  # the one default (was 20 in Python, 30 in YAML)
+    assert storage_config("postgres", url=postgres_db, grace_period=None).grace_seconds == 20  # null: 2 x interval
 
 
 def test_unreachable_or_refused_postgres_is_one_line_without_the_password(postgres_server, tmp_path):
@@ -237,7 +238,7 @@ def test_orphan_without_worker_is_failed_only_after_a_long_wait(tmp_path, monkey
     study = journal_study(tmp_path)
     study.ask()  # a process that died between optuna's ask and the objective's first line
     assert recover_dead_local_workers(study, 2) == []
-    monkeypatch.setattr("nas.study.ORPHAN_SECONDS", -1.0)
+    monkeypatch.setattr("effnas.study.recovery.ORPHAN_SECONDS", -1.0)
     assert recover_dead_local_workers(study, 2) == [0]
     assert "orphaned" in study.get_trials()[0].user_attrs["reason"]
     assert ORPHAN_SECONDS >= 60
@@ -359,7 +360,7 @@ def test_signal_is_held_until_a_storage_call_is_over():
             time.sleep(0.05)  # delivered now, but held
             held = True
         pytest.fail("not reached: leaving the block raises")  # pragma: no cover
-    assert held and info.value.signame == "SIGTERM" and info.value.exit_code == 143
+    assert held and info.value.signame == "SIGTERM" and exit_code(info.value.signame) == 143
 
     # inside an interruptible block, but in the middle of a storage module's code
     storage_code = {"__name__": "optuna.storages.fake", "os": os, "signal": signal, "time": time}
