@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, List, Mapping, Sequence
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,6 +45,8 @@ class SpaceConfig(Schema):
     skips: List[str] = field(default_factory=lambda: ["identity", "none"])
     filter_multipliers: List[float] = rule(default_factory=lambda: [0.75, 1.0, 1.25], gt=0)
     layer_deltas: List[int] = field(default_factory=lambda: [-1, 0, 1])
+    include: Optional[List[str]] = None  # networks whose widths / activation join the choices (null: the
+                                         # default warm starts where they fit; []: MnasNet's choices only)
 
     def validate(self) -> None:
         try:

@@ -7,31 +7,86 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from typing import Callable
+
 import optuna
+from optuna.trial import TrialState
 
 from search_space import ArchSpec, count_flops, count_params
 
 from .data import DataSplits
 from .objective import Reward, cost_of
 from .progress import fmt_count
-from .study import Interrupted
+from .study import BudgetTaken, Interrupted
+from .study.enqueue import DUPLICATE, SearchExhausted
 from .train import Diverged, ProxyConfig, train_and_evaluate
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "SearchExhausted"]
 
 log = logging.getLogger("effnas")
 
 
+_COPIED = ("accuracy", "reward", "epochs", "latency_ms")
+
+
 class Evaluator:
-    """Prices, trains and scores one candidate spec inside an Optuna trial (both stages)."""
+    """Prices, trains and scores one candidate spec inside an Optuna trial (both stages).
+
+    With ``dedupe``, no architecture is trained twice in a study: a trial whose architecture equals
+    that of a COMPLETE or PRUNED trial, or of an earlier RUNNING or WAITING one, is not trained. It
+    records ``duplicate_of`` and -- when the twin is finished -- the twin's result (COMPLETE with the
+    same value, so the sampler learns it; PRUNED likewise), otherwise it ends as FAIL. Such trials do
+    not use the budget (:func:`effnas.study.enqueue.counts_toward_budget`). ``arch_of`` gives the
+    architecture of an enqueued (WAITING) trial from its parameters."""
+
+    max_duplicates_in_a_row = 200
 
     def __init__(self, data: DataSplits, train: ProxyConfig, reward: Reward, *, max_flops: float | None,
                  max_params: float | None, seed: int, multi_objective: bool = False,
-                 prune: bool = True) -> None:
+                 prune: bool = True, dedupe: bool = False,
+                 arch_of: Callable[[dict[str, Any]], str | None] | None = None) -> None:
         self.data, self.train, self.reward = data, train, reward
         self.max_flops, self.max_params = max_flops, max_params
         self.seed = seed
         self.multi_objective, self.prune = multi_objective, prune
+        self.dedupe, self.arch_of = dedupe, arch_of
+        self.duplicates_in_a_row = 0
+
+    def _twin(self, trial: optuna.Trial, arch: str) -> optuna.trial.FrozenTrial | None:
+        """The trial this one would repeat: a finished one (any number) or an earlier live one."""
+        best: optuna.trial.FrozenTrial | None = None
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number == trial.number or t.state == TrialState.FAIL or t.user_attrs.get(DUPLICATE) is not None:
+                continue
+            other = t.user_attrs.get("arch")
+            if other is None and t.state == TrialState.WAITING and self.arch_of is not None:
+                other = self.arch_of(t.system_attrs.get("fixed_params") or t.params)
+            if other != arch:
+                continue
+            if t.state.is_finished():
+                return t
+            if t.number < trial.number and best is None:
+                best = t
+        return best
+
+    def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> Any:
+        self.duplicates_in_a_row += 1
+        if self.duplicates_in_a_row > self.max_duplicates_in_a_row:
+            raise SearchExhausted(f"the sampler proposed {self.max_duplicates_in_a_row} architectures in a row "
+                                  f"that were already trained (is the space exhausted?)")
+        trial.set_user_attr(DUPLICATE, twin.number)
+        trial.set_user_attr("train_seconds", 0.0)
+        if twin.state == TrialState.COMPLETE:
+            for key in _COPIED:
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, twin.user_attrs[key])
+            trial.set_user_attr("reason", f"same architecture as trial {twin.number}: not trained, its result copied")
+            return tuple(twin.values) if self.multi_objective else twin.value
+        reason = f"same architecture as trial {twin.number} ({twin.state.name}): not trained"
+        trial.set_user_attr("reason", reason)
+        if twin.state == TrialState.PRUNED:
+            raise optuna.TrialPruned(reason)
+        raise BudgetTaken(reason)
 
     def run(self, trial: optuna.Trial, spec: ArchSpec, resolution: int | None = None,
             extra_attrs: dict[str, Any] | None = None, seed: int | None = None) -> Any:
@@ -41,9 +96,15 @@ class Evaluator:
         res = resolution or spec.resolution
         seed = self.seed + trial.number if seed is None else seed
         flops, params = count_flops(spec, res), count_params(spec)
-        for key, value in {"arch": spec.to_string(), "flops": flops, "params": params, "seed": seed,
+        arch = spec.to_string()
+        for key, value in {"arch": arch, "flops": flops, "params": params, "seed": seed,
                            "resolution": res, **(extra_attrs or {})}.items():
             trial.set_user_attr(key, value)
+        if self.dedupe:  # the arch is recorded first: of two workers racing, the later trial yields
+            twin = self._twin(trial, arch)
+            if twin is not None:
+                return self._repeat(trial, twin)
+            self.duplicates_in_a_row = 0
         limits = [("max_flops", flops, self.max_flops), ("max_params", params, self.max_params)]
         for name, value, limit in limits:
             if limit is not None and value > limit:

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .results import best_trial
-from .study import trial_counts
+from .study.enqueue import budget_used
 
 __all__ = ["ProgressReporter", "fmt_count", "fmt_seconds"]
 
@@ -40,19 +40,20 @@ class ProgressReporter:
         self.mine: list[float] = []
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        counts = trial_counts(study)
-        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        done, running, _ = budget_used(study)
         if trial.duration is not None:
             self.mine.append(trial.duration.total_seconds())
         best = best_trial(study)
         eta = ""
         if self.budget and self.mine:
-            workers = max(1, counts[TrialState.RUNNING] + 1)
+            workers = max(1, running + 1)
             remaining = max(0, self.budget - done)
             eta = f" | ETA {fmt_seconds(remaining * (sum(self.mine) / len(self.mine)) / workers)}"
         a = trial.user_attrs
         what = (f"reward {a['reward']:.4f} acc {a['accuracy']:.4f}" if trial.state == TrialState.COMPLETE
                 and a.get("reward") is not None else f"{a.get('reason', '')}")
+        if a.get("duplicate_of") is not None:
+            what = f"not trained: same architecture as trial {a['duplicate_of']} ({what})"
         best_txt = (f" | best #{best.number} reward {best.user_attrs['reward']:.4f} "
                     f"acc {best.user_attrs['accuracy']:.4f}" if best else "")
         total = f"/{self.budget}" if self.budget else ""

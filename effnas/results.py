@@ -77,6 +77,7 @@ TRIALS = Table("trials", {
     "duration_seconds": "float64",
     "reason": "string",
     "retry_of": "Int64",
+    "duplicate_of": "Int64",    # not trained: the same architecture as this trial (result copied)
 }, extra="stage choices: s<i>_op, s<i>_expand, ... (one column per search-space parameter)")
 
 GRID = Table("grid", {
@@ -166,6 +167,7 @@ def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[s
             "duration_seconds": (end - start).total_seconds() if start and end else None,
             "reason": _user(t, "reason"),
             "retry_of": _retried_trial_number(t),
+            "duplicate_of": _user(t, "duplicate_of"),
         }
         for name in param_names:
             row[name] = t.params.get(name)
@@ -186,7 +188,7 @@ def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[s
 def best_trial(study: optuna.Study, key: str = "reward") -> optuna.trial.FrozenTrial | None:
     """The COMPLETE trial with the highest ``key`` user attribute (ties: lowest number)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get(key) is not None]
+            if t.user_attrs.get(key) is not None and t.user_attrs.get("duplicate_of") is None]
     if not done:
         return None
     return max(done, key=lambda t: (t.user_attrs[key], -t.number))

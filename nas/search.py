@@ -16,13 +16,15 @@ from typing import Any
 import optuna
 
 from effnas.config import as_config
-from effnas.evaluate import Evaluator
+from effnas.evaluate import Evaluator, SearchExhausted
 from effnas.io import write_json
 from effnas.objective import auto_target
 from effnas.progress import ProgressReporter, fmt_count
 from effnas.results import best_trial, export_study
+from effnas.protocol import data_identity, training_protocol
 from effnas.runs import save_config, study_folder
-from effnas.study import (Interrupted, enqueue_once, handle_signals, open_study, run_worker, trial_counts)
+from effnas.study import Interrupted, enqueue_once, handle_signals, open_study, run_worker, worker_id
+from effnas.study.enqueue import sampler_stream
 from effnas.task import load_data
 from search_space import ArchSpec, SearchSpace, resolve_arch
 
@@ -77,19 +79,35 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
                             snap=True) for name in search.warm_start]
     study_name = search.study_name
     folder.mkdir(parents=True, exist_ok=True)
-    save_config(dataclasses.asdict(cfg), folder)
     storage = cfg.storage.build(folder, workers=cfg.workers)
-    sampler = cfg.sampler.build(seed + cfg.worker)
     pruner = cfg.pruner.build(proxy.epochs)
     meta = {"kind": "nas-search", "dataset": data.name, "resolution": resolution, "target": reward.target,
             "alpha": reward.alpha, "beta": reward.beta, "metric": objective.metric, "multi_objective": multi,
             "space": space.base.to_string(), "space_size": space.size, "num_classes": data.num_classes,
             "in_channels": data.in_channels}
-    study = open_study(study_name, storage, sampler, pruner,
-                       ["maximize", "minimize"] if multi else ["maximize"], meta)
+    protocol = {"data": {**data_identity(cfg.dataset, data), "split_seed": seed},
+                "proxy": training_protocol(proxy),
+                "objective": {"metric": objective.metric, "T": reward.target, "alpha": reward.alpha,
+                              "beta": reward.beta, "max_flops": objective.max_flops,
+                              "max_params": objective.max_params, "multi_objective": multi},
+                "space": {**dataclasses.asdict(cfg.space), "base": space.base.to_string()}}
+    study = open_study(study_name, storage, optuna.samplers.RandomSampler(), pruner,
+                       ["maximize", "minimize"] if multi else ["maximize"], meta, protocol)
+    # Accepted: from here on the run writes. Its sampler gets a stream of its own (never a replay).
+    stream, sampler_seed = sampler_stream(study, folder, seed, worker_id())
+    study.sampler = cfg.sampler.build(sampler_seed)
+    save_config({**dataclasses.asdict(cfg), "sampler_stream": stream, "sampler_seed": sampler_seed}, folder)
+    log.info("nas-search: sampler stream %d (seed %d from search.seed=%d)", stream, sampler_seed, seed)
     enqueue_once(study, warm, folder)
+
+    def arch_of(params: dict[str, Any]) -> str | None:
+        try:
+            return space.sample(optuna.trial.FixedTrial(params)).to_string()
+        except (ValueError, KeyError):
+            return None
+
     runner = Evaluator(data, proxy, reward, max_flops=objective.max_flops, max_params=objective.max_params,
-                       seed=seed, multi_objective=multi)
+                       seed=seed, multi_objective=multi, dedupe=True, arch_of=arch_of)
     param_names = space.param_names()
     progress = ProgressReporter(search.n_trials)
 
@@ -123,6 +141,16 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
                        max_retry=cfg.storage.max_retry, on_trial=on_trial)
         except Interrupted as exc:
             interrupted = exc.signame
+        except SearchExhausted as exc:
+            log.warning("nas-search: %s; this worker stops", exc)
         best = export(study)  # inside the handler: a second Ctrl-C here cannot tear the files
-    counts = {s.name: n for s, n in trial_counts(study).items() if n}
-    return SearchOutcome(folder, study_name, best, counts, interrupted)
+    return SearchOutcome(folder, study_name, best, _counts(study), interrupted)
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state; trials not trained because their architecture already was, apart."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = "NOT TRAINED (DUPLICATE)" if t.user_attrs.get("duplicate_of") is not None else t.state.name
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -1,5 +1,8 @@
 """``nas-train``: train one architecture with a full budget and report test-set accuracy.
 
+A dataset without a test split (a plain ``root/<class>/`` image folder) is trained all the same:
+the run says so in one warning and reports minival accuracy, with ``test_accuracy: null``.
+
 The architecture is anything :func:`search_space.resolve_arch` takes: a ``best.json`` (or its
 results folder), an architecture string, or a reference name. The classifier and input channels
 follow the dataset (said in one line when the architecture named others). Weights (``model.pt``),
@@ -39,7 +42,11 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     resolution = cfg.resolution or source.resolution or \
         (source.spec().resolution if source.kind == "string" and "res=" in source.text else cfg.proxy.resolution)
     proxy = dataclasses.replace(cfg.proxy, resolution=resolution)
-    data = load_data(cfg.dataset, proxy, cfg.seed)
+    data = load_data(cfg.dataset, proxy, cfg.seed, test="if_present")
+    if data.test is None:
+        log.warning("nas-train: %s has no test split (a plain <class>/ folder; root/train/<class>/ and "
+                    "root/test/<class>/ give one), so the minival accuracy (%d images held out of the training "
+                    "images) is reported instead of test accuracy", data.name, len(data.minival))
     spec = source.spec_for(data.num_classes, data.in_channels, what=f"dataset {data.name}", adapt=True,
                            note=lambda m: log.warning("nas-train: %s", m)).replace(resolution=resolution)
     if source.kind == "file":
@@ -54,15 +61,16 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     while folder.exists():
         suffix += 1
         folder = base / f"{name}_{stamp}_{suffix}"
-    log.info("nas-train: %s at %d px on %s (%d train / %d minival / %d test images), %d epochs -> %s",
-             name, spec.resolution, data.name, len(data.train), len(data.minival), len(data.test),
-             proxy.epochs, folder)
+    log.info("nas-train: %s at %d px on %s (%d train / %d minival / %s test images), %d epochs -> %s",
+             name, spec.resolution, data.name, len(data.train), len(data.minival),
+             "no" if data.test is None else len(data.test), proxy.epochs, folder)
     tcfg = proxy.train_config(cfg.seed)
     with handle_signals():
         result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m))
     model = result.model
-    test_acc = evaluate(model, data.test, data.mean, data.std, tcfg.eval_batch_size,
-                        next(model.parameters()).device, tcfg.channels_last)
+    test_acc = None if data.test is None else evaluate(
+        model, data.test, data.mean, data.std, tcfg.eval_batch_size, next(model.parameters()).device,
+        tcfg.channels_last)
     folder.mkdir(parents=True)
     save_config(dataclasses.asdict(cfg), folder)
     torch.save({"arch": spec.to_string(), "state_dict": model.state_dict(), "mean": data.mean,

@@ -198,6 +198,10 @@ def _timm_stage_problem(stage: Any, kind: str) -> str | None:
 
     Checked for every distinct layer input of the stage: the first layer's ``in_filters`` and, with
     repeats, ``out_filters`` (the repeats' input)."""
+    if getattr(stage, "pool_skip", False) and (stage.stride != 1 or stage.in_filters != stage.out_filters):
+        # only the first layer can change the shape; on shape-keeping layers 'pool' is the identity
+        return (f"timm has no pooling skip op (the first layer maps {stage.in_filters} -> "
+                f"{stage.out_filters} channels at stride {stage.stride})")
     se = float(stage.se_ratio)
     if kind == "cn":
         # timm's decoder passes no se_ratio to ConvBnAct: an 'se' option would be dropped silently
@@ -243,11 +247,14 @@ def to_timm_arch_def(spec: Any) -> list[list[str]]:
     do not depend on it), and timm turns strides beyond ``output_stride`` (default 32) into
     dilation.
 
-    Raises ``ValueError`` naming the stage (1-based) for what timm's blocks cannot express:
-    squeeze-excite on a regular conv, an expanded width ``int(in * e)`` that timm's
-    ``make_divisible`` (multiples of 8) would change, or an SE width ``max(1, int(in * se))`` that
-    timm's ``round(expanded * se / e)`` would change. The default search space's only such case is
-    a regular-conv stage with SE.
+    A ``pool_skip`` stage whose layers all keep the shape is the identity residual and is written
+    as such.
+
+    Raises ``ValueError`` naming the stage (1-based) for what timm's blocks cannot express: the
+    pooling skip op on a layer that changes the shape, squeeze-excite on a regular conv, an
+    expanded width ``int(in * e)`` that timm's ``make_divisible`` (multiples of 8) would change,
+    or an SE width ``max(1, int(in * se))`` that timm's ``round(expanded * se / e)`` would change. With the default skips (identity, none) the
+    default search space's only such case is a regular-conv stage with SE.
     """
     out = []
     for i, s in enumerate(spec.stages, start=1):

@@ -17,24 +17,64 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-__all__ = ["BudgetTaken", "open_study", "trial_counts", "over_budget", "enqueue_once", "drop_duplicate_waiting",
+__all__ = ["BudgetTaken", "DUPLICATE", "SearchExhausted", "open_study", "protocol_differences", "trial_counts", "budget_used",
+           "counts_toward_budget", "sampler_stream", "over_budget", "enqueue_once", "drop_duplicate_waiting",
            "twin_of", "fixed_point"]
 
 log = logging.getLogger("effnas")
 
 
+DUPLICATE = "duplicate_of"  # user attribute of a trial that was not trained: its architecture was already
+
+
+class SearchExhausted(Exception):
+    """The sampler proposed only architectures that were already trained, many times in a row."""
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): node}
+
+
+def protocol_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key stored -> current`` for every key whose value differs (missing on one side included)."""
+    a, b = _flat(stored), _flat(current)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            diffs.append(f"{key} {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    return diffs
+
+
 def open_study(name: str, storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
-               pruner: optuna.pruners.BasePruner, directions: list[str], metadata: dict[str, Any]) -> optuna.Study:
-    """Create or resume a study; a resumed study must have been made with the same ``metadata``
-    (dataset, objective, space...) -- results of different problems never mix."""
+               pruner: optuna.pruners.BasePruner, directions: list[str], metadata: dict[str, Any],
+               protocol: dict[str, Any] | None = None, name_key: str = "search.study_name") -> optuna.Study:
+    """Create or resume a study. A study has one protocol: what decides a trial's score (the data
+    and its identity, resolution, the training budget and recipe, the objective, the space). A
+    resumed study given another ``protocol`` (or other ``metadata``) is refused in one line naming
+    the differing keys -- before anything is written to it."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        study = None
+    if study is not None:
+        existing = study.user_attrs
+        diffs = []
+        if protocol is not None and "protocol" in existing:
+            diffs = protocol_differences(existing["protocol"], protocol)
+        diffs += [f"{k} {existing[k]!r} -> {v!r}" for k, v in metadata.items() if k in existing and existing[k] != v]
+        if diffs:
+            raise ValueError(f"study {name!r} was made with another protocol: {'; '.join(diffs)}; results of "
+                             f"different protocols never mix: use a new {name_key} (e.g. {name_key}={name}-2) "
+                             f"or the study's settings")
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 directions=directions, load_if_exists=True)
     existing = study.user_attrs
-    for key, value in metadata.items():
-        if key in existing and existing[key] != value:
-            raise ValueError(f"study {name!r} was created with {key}={existing[key]!r}, this run has "
-                             f"{key}={value!r}; use another search.study_name or the same settings")
-    for key, value in metadata.items():
+    for key, value in {**metadata, **({"protocol": protocol} if protocol is not None else {})}.items():
         if key not in existing:
             study.set_user_attr(key, value)
     return study
@@ -45,6 +85,49 @@ def trial_counts(study: optuna.Study) -> dict[TrialState, int]:
     for t in study.get_trials(deepcopy=False):
         counts[t.state] += 1
     return counts
+
+
+def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial that was not trained because its architecture already was (``duplicate_of``) does
+    not use the budget: the budget counts trained (or pruned) architectures."""
+    return t.user_attrs.get(DUPLICATE) is None
+
+
+def budget_used(study: optuna.Study) -> tuple[int, int, int]:
+    """(finished: COMPLETE + PRUNED, running, waiting) -- duplicates left out."""
+    done = running = waiting = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and counts_toward_budget(t):
+            done += 1
+        elif t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state == TrialState.WAITING:
+            waiting += 1
+    return done, running, waiting
+
+
+def sampler_stream(study: optuna.Study, folder: Path, seed: int, who: str) -> tuple[int, int]:
+    """This process's sampler stream: the n-th process to work on the study gets stream n and the
+    seed ``SeedSequence([seed, n])``. A restart, a requeued job or a second terminal with the same
+    command therefore never replays an earlier process's proposals, and a study is reproducible
+    from ``search.seed`` (stream 0 is what a single run gets). Recorded in the study as
+    ``sampler_stream_<n>``. Local processes take their number under a lock file in the study folder."""
+    import fcntl
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".enqueue.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            taken = [k for k in study.user_attrs if k.startswith("sampler_stream_")]
+            stream = len(taken)
+            value = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+            study.set_user_attr(f"sampler_stream_{stream}", {"search.seed": seed, "sampler_seed": value,
+                                                              "worker": who})
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return stream, value
 
 
 class BudgetTaken(Exception):
@@ -58,7 +141,7 @@ def over_budget(study: optuna.Study, trial: optuna.Trial, budget: int) -> bool:
     ahead = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                       TrialState.RUNNING)):
-        if t.number < trial.number:
+        if t.number < trial.number and counts_toward_budget(t):
             ahead += 1
     return ahead >= budget
 

@@ -18,7 +18,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .enqueue import BudgetTaken, drop_duplicate_waiting, fixed_point, over_budget, trial_counts, twin_of
+from .enqueue import BudgetTaken, SearchExhausted, budget_used, drop_duplicate_waiting, fixed_point, over_budget, twin_of
 from .recovery import _retry, process_started, recover_stale, worker_id
 from .signals import Interrupted, interruptible, raise_pending
 from .storage import RetryStaleTrial
@@ -52,7 +52,7 @@ class _QuietExpectedFailures(logging.Filter):
             return True
         number = int(match.group(1))
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, (Interrupted, BudgetTaken, _TakenOver, UpdateFinishedTrialError)):
+        if isinstance(exc, (Interrupted, BudgetTaken, SearchExhausted, _TakenOver, UpdateFinishedTrialError)):
             self.quiet.add(number)
             return False
         return number not in self.quiet
@@ -136,9 +136,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
             recover_stale(study, max_retry)
             if not only_enqueued:
                 drop_duplicate_waiting(study)
-            counts = trial_counts(study)
-            done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-            waiting, running = counts[TrialState.WAITING], counts[TrialState.RUNNING]
+            done, running, waiting = budget_used(study)
             if only_enqueued:
                 if waiting == 0:
                     if running == 0:

@@ -67,6 +67,22 @@ def test_random_off_space_specs_round_trip(random_arch):
         _assert_round_trips(random_arch(seed))
 
 
+def test_poolskip_token_round_trips(random_trial):
+    block = decode_block("r2_k5_s22_e6_i16_o24_se0.25_poolskip")
+    assert block.pool_skip and block.id_skip and block.skip == "pool"
+    assert encode_block(block) == "r2_k5_s22_e6_i16_o24_se0.25_poolskip"
+    assert not decode_block("r2_k5_s22_e6_i16_o24").pool_skip
+    conv = decode_block("r1_k3_s11_e1_i16_o8_c1_poolskip")
+    assert conv.conv_type is ConvType.CONV and conv.pool_skip
+    space = default_space().__class__(skips=("identity", "none", "pool"))
+    for seed in range(100):
+        _assert_round_trips(space.sample(random_trial(seed)))
+    data = reference_spec("efficientnet-b0").to_dict()
+    for stage in data["stages"]:  # a dict written before pool_skip existed still loads
+        assert stage.pop("pool_skip") is False
+    assert ArchSpec.from_dict(data) == reference_spec("efficientnet-b0")
+
+
 def test_to_string_layout():
     text = reference_spec("efficientnet-b0").to_string()
     assert text == (
@@ -190,6 +206,10 @@ MALFORMED = [
     ("r1_k3_s11_e6_i32_o16_c1", "expand_ratio"),               # conv with expansion
     ("r1_k3_s11_e1_i32_o16_c2", "c2"),                         # bad c
     ("r1_k3_s11_e1_i32_o16_noskip2", "'noskip2'"),             # noskip with junk
+    ("r1_k3_s11_e1_i32_o16_poolskip_poolskip", "'poolskip' given twice"),
+    ("r1_k3_s11_e1_i32_o16_noskip_poolskip", "'noskip' and 'poolskip'"),
+    ("r1_k3_s11_e1_i32_o16_poolskip_noskip", "'noskip' and 'poolskip'"),
+    ("r1_k3_s11_e1_i32_o16_pool", "'pool'"),                   # not the token
 ]
 
 
@@ -239,5 +259,7 @@ def test_to_timm_arch_def():
         ["ds_r1_k3_s1_e1_c16_noskip"], ["ir_r2_k3_s2_e6_c24"], ["ir_r3_k5_s2_e3_c40_se0.25"],
         ["ir_r4_k3_s2_e6_c80"], ["ir_r2_k3_s1_e6_c112_se0.25"], ["ir_r3_k5_s2_e6_c160_se0.25"],
         ["ir_r1_k3_s1_e6_c320"]]
-    conv = ArchSpec.from_string("r1_k3_s22_e1_i32_o16_c1_se0.5 r2_k5_s11_e2.5_i16_o24")
-    assert conv.to_timm_arch_def() == [["cn_r1_k3_s2_c16_se0.5"], ["ir_r2_k5_s1_e2.5_c24"]]
+    with pytest.raises(ValueError, match=r"stage 1 \(cn, se 0\.5\)"):  # timm's ConvBnAct has no SE
+        ArchSpec.from_string("r1_k3_s22_e1_i32_o16_c1_se0.5 r2_k5_s11_e3_i16_o24").to_timm_arch_def()
+    conv = ArchSpec.from_string("r1_k3_s22_e1_i32_o16_c1 r2_k5_s11_e3_i16_o24")
+    assert conv.to_timm_arch_def() == [["cn_r1_k3_s2_c16_skip"], ["ir_r2_k5_s1_e3_c24"]]

@@ -160,3 +160,35 @@ def test_random_off_space_specs_match_fvcore_per_layer(random_arch):
     for seed in range(16):
         spec = random_arch(seed)
         _assert_per_layer(spec, spec.resolution)
+
+
+def test_pool_skip_costs_nothing_and_matches_fvcore(random_arch):
+    """The pooling shortcut (avg_pool2d + channel pad/crop) has no weights and no conv/linear work:
+    the formulas give the no-skip network's numbers, and fvcore -- every operator it counts, not
+    only conv and linear -- sees exactly the same work as without the shortcut."""
+    import dataclasses
+    import random
+
+    rng = random.Random(5)
+    for seed in range(12):
+        spec = random_arch(seed)
+        spec = spec.replace(stages=tuple(dataclasses.replace(s, id_skip=True, pool_skip=rng.random() < 0.7)
+                                         for s in spec.stages))
+        plain = spec.replace(stages=tuple(dataclasses.replace(s, id_skip=False, pool_skip=False)
+                                          for s in spec.stages))
+        assert count_params(spec) == count_params(plain) == sum(p.numel() for p in build_model(spec).parameters())
+        assert cost_breakdown(spec) == cost_breakdown(plain)
+        _assert_per_layer(spec, spec.resolution)
+        res = spec.resolution
+        ours = count_flops_fvcore(spec, res, by_operator=True)
+        assert ours == count_flops_fvcore(plain, res, by_operator=True), spec.to_string()
+        assert count_flops(spec, res) == ours["conv"] + ours["linear"]
+
+
+def test_fvcore_sees_the_pooling_shortcut_and_does_not_count_it():
+    spec = ArchSpec.from_string("stem=16 r2_k3_s22_e1_i16_o24_se0.25_poolskip r1_k5_s11_e1_i24_o8_c1_poolskip "
+                                "head=32 classes=5 res=33")
+    analysis = _fvcore(build_model(spec), 3, 33)
+    ops = analysis.by_operator()
+    assert {"aten::avg_pool2d", "aten::pad"} <= set(analysis.unsupported_ops())  # traced, not counted
+    assert ops["conv"] + ops["linear"] == count_flops(spec)

@@ -239,3 +239,105 @@ def test_train_and_eval_mode_compute_the_same_function_at_tiny_resolution():
     train_out = model(x)
     model.eval()
     torch.testing.assert_close(model(x), train_out, rtol=1e-4, atol=1e-5)
+
+
+# -- the pooling skip op -------------------------------------------------------------------------
+
+# stage 1 keeps the shape, stage 2 strides and widens, stage 3 narrows at stride 1, stage 4 strides
+# and narrows: every case of the pooling shortcut
+POOLED = ("stem=16 r2_k3_s11_e3_i16_o16_poolskip r2_k3_s22_e1_i16_o24_se0.25_poolskip "
+          "r1_k5_s11_e1_i24_o8_c1_poolskip r1_k3_s22_e6_i8_o8_poolskip r1_k3_s22_e3_i8_o4_poolskip "
+          "head=32 classes=5 res=33")
+
+
+def _reference_pool(x: torch.Tensor, stride: int, cout: int) -> torch.Tensor:
+    """The documented shortcut, written out: mean over the in-bounds part of the 3x3 window centred
+    on (stride * i, stride * j), then the first min(in, out) channels, zero-padded to out."""
+    n, cin, h, w = x.shape
+    if stride == 2:
+        out = torch.zeros(n, cin, (h + 1) // 2, (w + 1) // 2)
+        for i in range(out.shape[2]):
+            for j in range(out.shape[3]):
+                win = x[:, :, max(0, 2 * i - 1):2 * i + 2, max(0, 2 * j - 1):2 * j + 2]
+                out[:, :, i, j] = win.mean((2, 3))
+        x = out
+    y = torch.zeros(n, cout, x.shape[2], x.shape[3])
+    c = min(cin, cout)
+    y[:, :c] = x[:, :c]
+    return y
+
+
+def test_pool_shortcut_is_what_the_docstring_says():
+    spec = ArchSpec.from_string(POOLED)
+    model = build_model(spec).eval()
+    kinds = [("identity" if b.residual else "pool" if b.pool_shortcut else None) for b in model.blocks]
+    # stage 1: 16 -> 16 stride 1 twice (identity); stage 2: 16 -> 24 stride 2 (pool), then identity;
+    # stage 3: 24 -> 8 (pool); stage 4: 8 -> 8 stride 2 (pool); stage 5: 8 -> 4 stride 2 (pool)
+    assert kinds == ["identity", "identity", "pool", "identity", "pool", "pool", "pool"]
+    assert [s.shortcut(cin, st) for s in spec.stages for cin, _, st in s.layers()] == kinds
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 17, 17)  # odd size: the pool's output must be ceil(17 / 2) = 9
+    with torch.no_grad():
+        for block in model.blocks:
+            last = block.bn if block.conv_type.value == "conv" else block.bn2
+            nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)  # the branch outputs zero
+            y = block(x)
+            if block.residual:
+                torch.testing.assert_close(y, x, rtol=0, atol=0)
+            else:
+                want = _reference_pool(x, block.stride, block.out_channels)
+                torch.testing.assert_close(y, want, rtol=1e-6, atol=1e-6)
+                y_cl = block(x.contiguous(memory_format=torch.channels_last))
+                torch.testing.assert_close(y_cl, want, rtol=1e-6, atol=1e-6)
+            x = torch.randn_like(y)
+
+
+def test_pool_skip_model_trains_and_has_no_weights_of_its_own():
+    pooled = ArchSpec.from_string(POOLED)
+    plain = ArchSpec.from_string(POOLED.replace("_poolskip", "_noskip"))
+    a, b = build_model(pooled), build_model(plain)
+    assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
+    # zero-init only where the shortcut is an identity; drop-connect on every shortcut
+    for block in a.blocks:
+        last = block.bn if block.conv_type.value == "conv" else block.bn2
+        assert bool((last.weight == 0).all()) == block.residual
+    model = build_model(pooled.replace(drop_connect=0.5)).train()
+    x = torch.randn(4, 3, 33, 33)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    torch.manual_seed(1)
+    first = model(x)
+    torch.manual_seed(2)
+    assert not torch.equal(first, model(x))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x.contiguous(memory_format=torch.channels_last)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_equal_network_keys_build_the_same_network():
+    """Specs the space counts once (equal ``network_key``) build the same model: same parameters,
+    same outputs with the same weights. Pairs: a skip op that adds no shortcut, pool on
+    shape-keeping layers, a run of layers split differently between two stages."""
+    pairs = [
+        ("stem=16 r1_k3_s22_e6_i16_o24 r2_k3_s11_e6_i24_o24_se0.25",
+         "stem=16 r1_k3_s22_e6_i16_o24_noskip r2_k3_s11_e6_i24_o24_se0.25_poolskip"),
+        ("stem=16 r2_k3_s22_e6_i16_o24_se0.25 r1_k3_s11_e6_i24_o24_se0.25",
+         "stem=16 r1_k3_s22_e6_i16_o24_se0.25 r2_k3_s11_e6_i24_o24_se0.25_poolskip"),
+        ("stem=8 r2_k3_s11_e3_i8_o8", "stem=8 r2_k3_s11_e3.1_i8_o8_poolskip"),
+    ]
+    for one, other in pairs:
+        a = ArchSpec.from_string(one + " head=16 classes=3", drop_connect=0.2)
+        b = ArchSpec.from_string(other + " head=16 classes=3", drop_connect=0.2)
+        assert a != b and a.network_key() == b.network_key()
+        ma, mb = build_model(a).eval(), build_model(b).eval()
+        assert [(k, v.shape) for k, v in ma.state_dict().items()] == \
+            [(k, v.shape) for k, v in mb.state_dict().items()]
+        assert [blk.drop_connect for blk in ma.blocks] == [blk.drop_connect for blk in mb.blocks]
+        for m in ma.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                nn.init.uniform_(m.weight, 0.5, 1.5)
+        mb.load_state_dict(ma.state_dict())
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(ma(x), mb(x), rtol=0, atol=0)

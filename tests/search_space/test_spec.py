@@ -48,6 +48,7 @@ BAD_BLOCK_FIELDS = [
     ("expand_ratio", math.nan), ("expand_ratio", "6"),
     ("conv_type", "sep"), ("conv_type", "MBConv"), ("conv_type", None),
     ("id_skip", 1), ("id_skip", "yes"), ("id_skip", None),
+    ("pool_skip", 1), ("pool_skip", "yes"), ("pool_skip", None),
 ]
 
 
@@ -99,6 +100,42 @@ def test_block_widths_and_residual():
     assert not mb.has_residual(16, 1)  # in != out
     assert mb.has_residual(24, 1)
     assert not BlockSpec(**{**BLOCK, "id_skip": False}).has_residual(24, 1)
+
+
+def test_block_skip_ops_and_shortcuts():
+    identity, none = BlockSpec(**BLOCK), BlockSpec(**{**BLOCK, "id_skip": False})
+    pool = BlockSpec(**{**BLOCK, "pool_skip": True})
+    assert (identity.skip, none.skip, pool.skip) == ("identity", "none", "pool")
+    with pytest.raises(ValueError, match="pool_skip .* id_skip=True"):
+        BlockSpec(**{**BLOCK, "id_skip": False, "pool_skip": True})
+    # shape kept (stride 1, in == out): pool is the identity residual
+    assert identity.shortcut(24, 1) == pool.shortcut(24, 1) == "identity" and none.shortcut(24, 1) is None
+    assert pool.has_residual(24, 1)
+    # stride 2 or a width change: only pool has a shortcut
+    for cin, stride in ((16, 2), (24, 2), (16, 1), (40, 1)):
+        assert identity.shortcut(cin, stride) is None and none.shortcut(cin, stride) is None
+        assert pool.shortcut(cin, stride) == "pool" and not pool.has_residual(cin, stride)
+
+
+def test_network_key_sees_computation_not_spelling():
+    spec = b0()
+    assert spec.network_key() == b0().network_key()
+    # stage 1 (32 -> 16, one layer) can have no shortcut: its skip op changes the string only
+    noskip = spec.replace(stages=(dataclasses.replace(spec.stages[0], id_skip=False),) + spec.stages[1:])
+    assert noskip != spec and noskip.to_string() != spec.to_string()
+    assert noskip.network_key() == spec.network_key()
+    pooled = spec.replace(stages=(dataclasses.replace(spec.stages[0], pool_skip=True),) + spec.stages[1:])
+    assert pooled.network_key() != spec.network_key()  # its one layer gets a pooled shortcut
+    # a stride-1 stage of the previous stage's width and type extends its run: 2 + 1 == 1 + 2
+    a = ArchSpec.from_string("stem=16 r2_k3_s22_e6_i16_o24 r1_k3_s11_e6_i24_o24", head=32)
+    b = ArchSpec.from_string("stem=16 r1_k3_s22_e6_i16_o24 r2_k3_s11_e6_i24_o24", head=32)
+    assert a != b and a.network_key() == b.network_key()
+    assert a.network_key() != a.replace(activation="relu").network_key()
+    assert a.network_key() != a.replace(drop_connect=0.0).network_key()  # other rates per block
+    # expansions that give one expanded width are one network
+    c = ArchSpec.from_string("stem=8 r1_k3_s11_e3_i8_o8", head=16)
+    d = ArchSpec.from_string("stem=8 r1_k3_s11_e3.1_i8_o8", head=16)
+    assert c != d and c.network_key() == d.network_key()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import contextlib
 import glob
 import importlib.util
 import os
-import random
 import re
 import sys
 import warnings
@@ -34,8 +33,8 @@ import pytest
 import torch
 from torch import nn
 
-from search_space import (Activation, ArchSpec, ConvType, build_model, codec, count_params,
-                          default_space, reference_spec)
+from search_space import (Activation, ArchSpec, ConvType, SearchSpace, build_model, codec,
+                          count_params, default_space, reference_spec)
 
 TIMM_DIR = Path(__file__).resolve().parents[2] / "build" / "timm-ref"
 _TORCHVISION_SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -49,10 +48,9 @@ def _import_timm():
         sys.path.append(str(TIMM_DIR))  # an installed timm/torchvision, if any, comes first
     tv = importlib.util.find_spec("torchvision")
     if importlib.util.find_spec("timm") is None or tv is None:
-        why = (f"timm and torchvision are not importable (.ci/run installs them into {TIMM_DIR})")
-        if os.environ.get("CI"):
-            pytest.fail(why, pytrace=False)
-        pytest.skip(why, allow_module_level=True)
+        pytest.fail(f"timm and torchvision are not importable: install them with `pip install --no-deps "
+                    f"--target {TIMM_DIR} timm==1.0.31 torchvision==0.28.0` (the README's test command and "
+                    f".ci/run do)", pytrace=False)
     if "torchvision" not in sys.modules:
         try:
             torch.ops.load_library(glob.glob(os.path.join(os.path.dirname(tv.origin), "_C*.so"))[0])
@@ -102,21 +100,26 @@ def unchecked_arch_def(spec: ArchSpec, monkeypatch) -> list[list[str]]:
         return spec.to_timm_arch_def()
 
 
-def refusal_needed(spec: ArchSpec, monkeypatch) -> bool:
+def refusal_needed(spec: ArchSpec, monkeypatch, seed: int = 0) -> bool:
     """timm, built from what the exporter would write without refusing, is not effnas's network:
-    another parameter count, or no network at all (a 0-channel squeeze-excite)."""
+    another parameter count, no network at all (a 0-channel squeeze-excite), or, for what has
+    no parameters (the pooling skip op), other outputs with effnas's weights."""
+    naive_def = unchecked_arch_def(spec, monkeypatch)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Initializing zero-element tensors"
-            naive = timm_model(spec, unchecked_arch_def(spec, monkeypatch))
+            naive = timm_model(spec, naive_def)
     except ZeroDivisionError:  # timm's init of a conv with 0 output channels
         return True
-    return n_params(naive) != count_params(spec)
+    if n_params(naive) != count_params(spec):
+        return True
+    return any(not torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+               for a, b in compare_outputs(spec, seed, naive_def))
 
 
-def assert_same_outputs(spec: ArchSpec, seed: int) -> None:
-    """Copy a randomised effnas model into timm's (state dicts in order) and compare features and
-    logits on a random input.
+def compare_outputs(spec: ArchSpec, seed: int, arch_def: list[list[str]] | None = None):
+    """Copy a randomised effnas model into timm's (state dicts in order); return ``(timm, effnas)``
+    pairs of features and of logits on a random 1 x C x 64 x 64 input.
 
     With PyTorch's default init and fresh BN statistics an untrained net's features vanish
     (about 1e-12 at the head) and its logits are the classifier's bias, which any structure
@@ -136,7 +139,7 @@ def assert_same_outputs(spec: ArchSpec, seed: int) -> None:
                 module.momentum = None  # running statistics = this batch's
         ours.train()(batch)
     ours.eval()
-    theirs = timm_model(spec, device="cpu").eval()
+    theirs = timm_model(spec, arch_def, device="cpu").eval()
     src, dst = ours.state_dict(), theirs.state_dict()
     assert [tuple(v.shape) for v in src.values()] == [tuple(v.shape) for v in dst.values()], spec.to_string()
     theirs.load_state_dict(dict(zip(dst, src.values())))
@@ -145,7 +148,11 @@ def assert_same_outputs(spec: ArchSpec, seed: int) -> None:
         want_features, got_features = ours.features(x), theirs.forward_features(x)
         want, got = ours(x), theirs(x)
     assert want_features.std() > 0.1  # the comparison means something
-    for a, b in ((got_features, want_features), (got, want)):
+    return (got_features, want_features), (got, want)
+
+
+def assert_same_outputs(spec: ArchSpec, seed: int) -> None:
+    for a, b in compare_outputs(spec, seed):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m: f"{spec.to_string()}\n{m}")
 
 
@@ -219,6 +226,41 @@ def test_off_space_specs_match_timm_or_are_refused(random_arch, monkeypatch):
     assert set(reasons) == {"timm's ConvBnAct", "timm's InvertedResidual", "timm's squeeze-excite"}, reasons
     print(f"\noff-space: {accepted} accepted, {N_OFF_SPACE_SPECS - accepted} refused {reasons}, "
           f"{compared} output-compared")
+
+
+def test_pool_skip_refused_where_it_pools(random_trial, monkeypatch):
+    """MnasNet's pooling skip op has no timm counterpart; on shape-keeping layers it is the
+    identity residual and exports as such. (On the B0 base every stage's first layer changes the
+    shape, so 'pool' is refused wherever it is drawn.)"""
+    space = SearchSpace.from_config({"skips": ["identity", "none", "pool"]}, num_classes=10)
+    pooled = pooled_compared = 0
+    for seed in range(60):
+        spec = space.sample(random_trial(seed))
+        first = next((i for i, s in enumerate(spec.stages, 1)
+                      if (s.conv_type is ConvType.CONV and s.se_ratio > 0)
+                      or (s.pool_skip and (s.stride != 1 or s.in_filters != s.out_filters))), None)
+        if first is None:
+            assert n_params(timm_model(spec)) == count_params(spec)
+            continue
+        with pytest.raises(ValueError, match=rf"^stage {first} \(") as info:
+            spec.to_timm_arch_def()
+        if "pooling" in str(info.value):
+            stage = spec.stages[first - 1]
+            assert str(info.value).endswith(f"timm has no pooling skip op (the first layer maps "
+                                            f"{stage.in_filters} -> {stage.out_filters} channels at "
+                                            f"stride {stage.stride})")
+            conv_se = any(s.conv_type is ConvType.CONV and s.se_ratio > 0 for s in spec.stages)
+            if pooled_compared < 4 and not conv_se:  # same parameters, other outputs
+                naive = timm_model(spec, unchecked_arch_def(spec, monkeypatch))
+                assert n_params(naive) == count_params(spec) and refusal_needed(spec, monkeypatch, seed)
+                pooled_compared += 1
+            pooled += 1
+    assert pooled >= 20 and pooled_compared == 4
+    keeps_shape = ArchSpec.from_string("r1_k3_s11_e1_i16_o16_c1_poolskip r2_k3_s11_e6_i16_o16_poolskip "
+                                       "r2_k5_s22_e3_i16_o24", stem=16, num_classes=10)
+    assert keeps_shape.to_timm_arch_def() == [["cn_r1_k3_s1_c16_skip"], ["ir_r2_k3_s1_e6_c16"],
+                                              ["ir_r2_k5_s2_e3_c24"]]
+    assert_same_outputs(keeps_shape, 0)
 
 
 @pytest.mark.parametrize("name, timm_name, params, act", [

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core import DataError, ImageDataset, Split, one_line
+from ..core import DataError, ImageDataset, MissingData, Split, one_line
 from ..registry import DatasetConfig, Source, register
 
 __all__ = ["CIFAR10_CLASSES"]
@@ -98,7 +98,7 @@ def _load_cifar10(root: Path, split: Split) -> ImageDataset:
     files = _CIFAR_TRAIN_FILES if split == "train" else ("test_batch",)
     missing = [f for f in files if not (directory / f).is_file()]
     if missing:
-        raise DataError(
+        raise MissingData(
             f"cifar10: {', '.join(missing)} not found in {directory}; expected data_batch_1..5 and "
             "test_batch (the CIFAR-10 python version) in root or root/cifar-10-batches-py"
         )

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..core import DataError, ImageDataset, Split, one_line
+from ..core import DataError, ImageDataset, MissingData, Split, one_line
 from ..registry import DatasetConfig, Source, register
 
 __all__ = ["FASHION_MNIST_CLASSES", "IDX_FILES", "IDX_SOURCES", "IdxSource", "MNIST_CLASSES", "download_idx",
@@ -142,10 +142,7 @@ def _find_idx(root: Path, stem: str, name: str) -> Path:
         if candidate.is_file():
             return candidate
     wanted = ", ".join(f"{s}[.gz]" for pair in IDX_FILES.values() for s in pair)
-    raise DataError(
-        f"{name}: {stem}[.gz] not found in {root}; expected the files {wanted} there "
-        "(pass download=True to fetch them)"
-    )
+    raise MissingData(f"{name}: {stem}[.gz] not found in {root}; expected the files {wanted} there")
 
 
 def _load_idx_dataset(name: str, root: Path, split: Split, classes: tuple[str, ...]) -> ImageDataset:
@@ -256,7 +253,7 @@ def _download(name: str):
 
 register(Source(
     "fashion_mnist", _loader(FASHION_MNIST_CLASSES), download=_download("fashion_mnist"),
-    default_root=Path("/usr/share/datasets/fashion-mnist"),
+    default_root=Path("/usr/share/datasets/fashion-mnist"), debian_package="dataset-fashion-mnist",
     config=DatasetConfig(name="fashion_mnist", root=None, flip=True)))
 register(Source("mnist", _loader(MNIST_CLASSES), download=_download("mnist"),
                 config=DatasetConfig(name="mnist", flip=False)))  # a flipped digit is another digit

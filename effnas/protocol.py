@@ -1,0 +1,50 @@
+"""A study's protocol: everything that decides a trial's score, recorded when the study is created
+and compared on every resume (:func:`effnas.study.open_study`), so results made under different
+protocols never mix in one study.
+
+The protocol holds the data's identity (dataset name, root folder and a fingerprint of the images
+and labels the trials see), the resolution, the training budget and recipe, and -- from each stage --
+the objective and the space (stage 1) or the base network (stage 2). What does not change a score
+may differ between runs: threads, device, evaluation batch size, memory format, timeouts, budgets,
+samplers, storages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DataSplits
+from .train import ProxyConfig
+
+__all__ = ["data_identity", "training_protocol", "NOT_PROTOCOL"]
+
+NOT_PROTOCOL = ("threads", "device", "eval_batch_size", "channels_last")
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha1()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_identity(dataset: Any, data: DataSplits) -> dict[str, Any]:
+    """Name, root folder, image counts and a fingerprint of the prepared training and minival data."""
+    values = dataclasses.asdict(dataset) if dataclasses.is_dataclass(dataset) else dict(dataset)
+    root = values.get("root")
+    return {
+        "name": data.name,
+        "root": str(Path(root).expanduser().resolve()) if root else None,
+        "train_images": len(data.train), "minival_images": len(data.minival),
+        "fingerprint": _digest(data.train.images, data.train.labels, data.minival.images, data.minival.labels),
+    }
+
+
+def training_protocol(proxy: ProxyConfig) -> dict[str, Any]:
+    """The proxy config minus what does not change a score."""
+    return {k: v for k, v in dataclasses.asdict(proxy).items() if k not in NOT_PROTOCOL}

@@ -1,0 +1,67 @@
+"""nas-train on a plain image folder (no test split) and a folder with one: real PNGs written with PIL,
+a real (small) training run on one thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas.trainone import run_train
+
+ARCH = "r1_k3_s11_e1_i32_o16 r1_k3_s22_e1_i16_o24 r1_k3_s22_e1_i24_o40 r1_k3_s22_e1_i40_o80 r1_k3_s22_e1_i80_o112"
+
+
+def write_folder(root: Path, per_class: int, seed: int = 0) -> None:
+    """Two classes that differ in brightness (so a tiny run learns something), 36x36 RGB PNGs."""
+    rng = np.random.default_rng(seed)
+    for c, base in enumerate((40, 200)):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.integers(-30, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{c}" / f"{i}.png")
+
+
+def train_cfg(tmp: Path, root: Path) -> dict:
+    return {
+        "arch": f"stem=32 {ARCH} head=64 classes=2 channels=3 res=32", "name": "tiny", "results_dir": str(tmp),
+        "dataset": {"name": "image_folder", "root": str(root)},
+        "proxy": {"epochs": 1, "train_size": None, "minival_size": 8, "batch_size": 8,
+                  "threads": 1, "device": "cpu", "bn_recalibrate_batches": 1, "eval_batch_size": 16},
+    }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_nas_train_on_a_flat_folder_reports_minival_with_a_note(tmp_path: Path, caplog) -> None:
+    write_folder(tmp_path / "flowers", per_class=12)
+    with caplog.at_level(logging.INFO, logger="effnas"):
+        metrics = run_train(train_cfg(tmp_path, tmp_path / "flowers"))
+    notes = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "test split" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    assert "image_folder has no test split" in notes[0] and "minival accuracy (8 images" in notes[0]
+    assert metrics["test_accuracy"] is None and 0 <= metrics["minival_accuracy"] <= 1
+    saved = json.loads((Path(metrics["folder"]) / "metrics.json").read_text())
+    assert saved["test_accuracy"] is None and saved["minival_accuracy"] == metrics["minival_accuracy"]
+    assert any("16 train / 8 minival / no test images" in r.getMessage() for r in caplog.records)
+
+
+def test_nas_train_on_a_folder_with_test_reports_test_accuracy(tmp_path: Path, caplog) -> None:
+    write_folder(tmp_path / "d" / "train", per_class=12)
+    write_folder(tmp_path / "d" / "test", per_class=3, seed=1)
+    with caplog.at_level(logging.INFO, logger="effnas"):
+        metrics = run_train(train_cfg(tmp_path, tmp_path / "d"))
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING and "test split" in r.getMessage()]
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert any("16 train / 8 minival / 6 test images" in r.getMessage() for r in caplog.records)
