@@ -78,6 +78,8 @@ TRIALS = Table("trials", {
     "reason": "string",
     "retry_of": "Int64",
     "duplicate_of": "Int64",    # not trained: the same architecture as this trial (result copied)
+    "rerank_of": "Int64",       # a re-evaluation (top-k, higher fidelity) of this trial
+    "rerank_seed": "Int64",     # which of its seeds
 }, extra="stage choices: s<i>_op, s<i>_expand, ... (one column per search-space parameter)")
 
 GRID = Table("grid", {
@@ -168,6 +170,8 @@ def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[s
             "reason": _user(t, "reason"),
             "retry_of": _retried_trial_number(t),
             "duplicate_of": _user(t, "duplicate_of"),
+            "rerank_of": _user(t, "rerank_of"),
+            "rerank_seed": _user(t, "rerank_seed"),
         }
         for name in param_names:
             row[name] = t.params.get(name)
@@ -188,7 +192,8 @@ def trials_frame(trials: Iterable[optuna.trial.FrozenTrial], param_names: list[s
 def best_trial(study: optuna.Study, key: str = "reward") -> optuna.trial.FrozenTrial | None:
     """The COMPLETE trial with the highest ``key`` user attribute (ties: lowest number)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get(key) is not None and t.user_attrs.get("duplicate_of") is None]
+            if t.user_attrs.get(key) is not None and t.user_attrs.get("duplicate_of") is None
+            and t.user_attrs.get("rerank_of") is None]
     if not done:
         return None
     return max(done, key=lambda t: (t.user_attrs[key], -t.number))

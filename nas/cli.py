@@ -31,6 +31,13 @@ def search_task(cfg: Any) -> int:
     print(f"nas-search: study {outcome.study_name}: {counts}")
     print(f"winner (B0): trial {best['trial']}, reward {best['reward']:.4f}, minival accuracy "
           f"{best['accuracy']:.4f}, {best['flops'] / 1e6:.2f}M FLOPs, {best['params'] / 1e6:.3f}M params")
+    rr = best.get("rerank") or {}
+    if best.get("selected_by") == "rerank":
+        row = next(c for c in rr["candidates"] if c["trial"] == best["trial"])
+        sd = f" ± {row['reward_sd']:.4f}" if row["reward_sd"] is not None else ""
+        print(f"  chosen by re-evaluation of the top {len(rr['candidates'])}: mean reward {row['reward_mean']:.4f}{sd}, "
+              f"accuracy {row['accuracy_mean']:.4f} over {row['seeds_done']} seeds"
+              f"{' (the proxy winner was trial ' + str(rr['proxy_winner']) + ')' if rr.get('changed') else ''}")
     print(f"  arch: {best['arch']}")
     print(f"  results: {outcome.folder}/trials.parquet, trials.csv, best.json")
     return 0
@@ -40,8 +47,9 @@ def train_task(cfg: Any) -> int:
     from .trainone import run_train
 
     out = run_train(cfg)
-    print(f"nas-train: {out['name']}: test accuracy {out['test_accuracy']:.4f} "
-          f"(minival {out['minival_accuracy']:.4f}) after {out['epochs']} epochs; saved in {out['folder']}")
+    acc = (f"test accuracy {out['test_accuracy']:.4f} (minival {out['minival_accuracy']:.4f})"
+           if out["test_accuracy"] is not None else f"minival accuracy {out['minival_accuracy']:.4f} (no test split)")
+    print(f"nas-train: {out['name']}: {acc} after {out['epochs']} epochs; saved in {out['folder']}")
     return 0
 
 

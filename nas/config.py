@@ -11,7 +11,7 @@ from omegaconf import MISSING
 from effnas.config import register_groups, register_root
 from effnas.schema import Schema, rule
 
-__all__ = ["SearchSettings", "NasSearchConfig", "NasTrainConfig"]
+__all__ = ["SearchSettings", "RerankConfig", "NasSearchConfig", "NasTrainConfig"]
 
 
 @dataclass
@@ -35,6 +35,19 @@ class SearchSettings(Schema):
 
 
 @dataclass
+class RerankConfig(Schema):
+    """The ``rerank`` group: after the budget, re-train the top ``k`` by proxy reward at a higher
+    fidelity with ``seeds`` seeds; best.json names the best mean. ``k: 0`` turns it off."""
+
+    _key: ClassVar[str] = "rerank"
+
+    k: int = rule(3, ge=0)                        # candidates re-evaluated (0: off)
+    seeds: int = rule(2, ge=1)                    # training seeds per candidate
+    epochs: int = rule(2, ge=1)                   # epochs of each re-evaluation
+    train_size: Optional[int] = rule(20000, ge=1)  # training images (seeded subset); null = all
+
+
+@dataclass
 class NasSearchConfig(Schema):
     results_dir: str = "results"   # relative paths are taken from the directory you launch in
     worker: int = rule(0, ge=0)    # worker index: seeds each worker's sampler differently (-m worker=range(N))
@@ -47,6 +60,7 @@ class NasSearchConfig(Schema):
     pruner: Any = MISSING
     storage: Any = MISSING
     objective: Any = MISSING
+    rerank: Any = MISSING
 
 
 @dataclass
@@ -65,6 +79,15 @@ class NasTrainConfig(Schema):
         resolve_arch(self.arch, what="arch")
 
 
+def _register_rerank() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="rerank", name="top3", node=RerankConfig)
+    cs.store(group="rerank", name="none", node=RerankConfig(k=0))
+
+
 register_groups()
+_register_rerank()
 register_root("nas_search", NasSearchConfig)
 register_root("nas_train", NasTrainConfig)

@@ -23,12 +23,13 @@ from effnas.progress import ProgressReporter, fmt_count
 from effnas.results import best_trial, export_study
 from effnas.protocol import data_identity, training_protocol
 from effnas.runs import save_config, study_folder
-from effnas.study import Interrupted, enqueue_once, handle_signals, open_study, run_worker, worker_id
+from effnas.study import BudgetTaken, Interrupted, enqueue_once, handle_signals, open_study, run_worker, worker_id
 from effnas.study.enqueue import sampler_stream
 from effnas.task import load_data
 from search_space import ArchSpec, SearchSpace, resolve_arch
 
 from .config import NasSearchConfig
+from .rerank import RERANK_OF, enqueue_reranks, fmt_summary, rerank_seed, rerank_summary
 
 __all__ = ["run_search", "SearchOutcome"]
 
@@ -44,10 +45,14 @@ class SearchOutcome:
     interrupted: str | None = None
 
 
-def _best_record(study: optuna.Study, meta: dict[str, Any], space: SearchSpace) -> dict[str, Any] | None:
+def _best_record(study: optuna.Study, meta: dict[str, Any], space: SearchSpace,
+                 rerank: Any = None) -> dict[str, Any] | None:
     best = best_trial(study)
     if best is None:
         return None
+    summary = rerank_summary(study, rerank.k, rerank.seeds) if rerank is not None else None
+    if summary is not None and summary["complete"]:
+        best = next(t for t in study.get_trials(deepcopy=False) if t.number == summary["winner"])
     spec = ArchSpec.from_string(best.user_attrs["arch"])
     a = best.user_attrs
     return {
@@ -58,6 +63,10 @@ def _best_record(study: optuna.Study, meta: dict[str, Any], space: SearchSpace) 
         meta["beta"] else None, "alpha": meta["alpha"], "beta": meta["beta"], "metric": meta["metric"],
         "study": study.study_name, "trial": best.number, "seed": a.get("seed"),
         "choices": dict(best.params), "space_size": space.size,
+        "selected_by": "rerank" if summary is not None and summary["complete"] else "proxy",
+        "rerank": None if summary is None else {
+            **summary, "protocol": {"k": rerank.k, "seeds": rerank.seeds, "epochs": rerank.epochs,
+                                    "train_size": rerank.train_size}},
     }
 
 
@@ -113,7 +122,7 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
 
     def export(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> dict | None:
         export_study(study, folder, param_names)
-        record = _best_record(study, meta, space)
+        record = _best_record(study, meta, space, cfg.rerank)
         if record is not None:
             write_json(record, folder / "best.json")
         if multi:
@@ -143,6 +152,11 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
             interrupted = exc.signame
         except SearchExhausted as exc:
             log.warning("nas-search: %s; this worker stops", exc)
+        if interrupted is None and cfg.rerank.k > 0:
+            try:
+                _rerank(cfg, study, folder, space, reward, objective_fn, on_trial)
+            except Interrupted as exc:
+                interrupted = exc.signame
         best = export(study)  # inside the handler: a second Ctrl-C here cannot tear the files
     return SearchOutcome(folder, study_name, best, _counts(study), interrupted)
 
@@ -154,3 +168,40 @@ def _counts(study: optuna.Study) -> dict[str, int]:
         key = "NOT TRAINED (DUPLICATE)" if t.user_attrs.get("duplicate_of") is not None else t.state.name
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def _rerank(cfg: NasSearchConfig, study: optuna.Study, folder: Path, space: SearchSpace, reward: Any,
+            search_objective: Any, on_trial: Any) -> None:
+    """Re-train the top ``rerank.k`` at the ``rerank`` fidelity (see :mod:`nas.rerank`)."""
+    rr = cfg.rerank
+    added = enqueue_reranks(study, folder, rr.k, rr.seeds)
+    pending = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+               if t.user_attrs.get(RERANK_OF) is not None]
+    if not pending:
+        return
+    proxy = dataclasses.replace(cfg.proxy, epochs=rr.epochs, train_size=rr.train_size)
+    data = load_data(cfg.dataset, proxy, cfg.search.seed)
+    log.info("nas-search: re-evaluating the top %d (%d seeds each, %d epochs on %d images; %d enqueued now)",
+             rr.k, rr.seeds, rr.epochs, len(data.train), added)
+    runner = Evaluator(data, proxy, reward, max_flops=None, max_params=None, seed=cfg.search.seed,
+                       multi_objective=False, prune=False)
+
+    def objective(trial: optuna.Trial) -> Any:
+        attrs = trial.study._storage.get_trial_user_attrs(trial._trial_id)
+        if attrs.get(RERANK_OF) is None:  # a retried or enqueued search trial: run it as one
+            if not trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params"):
+                trial.set_user_attr("reason", "no re-evaluation left (another worker took the last one)")
+                raise BudgetTaken("no re-evaluation left")
+            return search_objective(trial)
+        original = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == attrs[RERANK_OF])
+        spec = space.sample(trial)
+        runner.run(trial, spec, cfg.proxy.resolution, extra_attrs={RERANK_OF: original.number},
+                   seed=rerank_seed(cfg.search.seed, original.number, attrs.get("rerank_seed", 0)))
+        return original.value  # the sampler sees the proxy fidelity only
+
+    run_worker(study, objective, budget=None, timeout=cfg.search.timeout, max_retry=cfg.storage.max_retry,
+               on_trial=on_trial, only_enqueued=True)
+    summary = rerank_summary(study, rr.k, rr.seeds)
+    if summary is not None and summary["complete"]:
+        log.info("nas-search: re-ranked: %s; winner #%d%s", fmt_summary(summary), summary["winner"],
+                 " (the proxy's winner was lucky)" if summary["changed"] else " (as by proxy)")

@@ -28,7 +28,8 @@ class GridConfig(Schema):
     step: float = 0.05
     tol: float = 0.1        # keep |figure - target| <= tol
     target: float = 2.0     # the paper's alpha·beta²·gamma² ≈ 2
-    mode: str = rule("product", choices=MODES)  # product: alpha·beta²·gamma² | measured_flops: real FLOPs ratio
+    mode: str = rule("measured_flops", choices=MODES)  # measured_flops: the real (rounded) FLOPs ratio to
+                                                       # the base | product: alpha·beta²·gamma² (the paper's)
 
     def validate(self) -> None:
         self.spec()
@@ -63,7 +64,8 @@ class ScaleSearchConfig(Schema):
     worker: int = rule(0, ge=0)    # worker index (-m worker=range(N) starts N workers on one grid)
     workers: int = rule(1, ge=1)   # how many workers share the study (only used for the SQLite warning)
     base: str = "efficientnet-b0"  # reference name, architecture string, best.json (or its results folder)
-    base_resolution: Optional[int] = rule(None, ge=32)  # null: best.json's resolution, else proxy.resolution
+    base_resolution: Optional[int] = rule(None, ge=32)  # null: best.json's (else proxy.resolution), at least
+    min_base_resolution: int = rule(48, ge=32)          # ... this: gamma steps are expressible (data upsampled)
     # One point instead of the grid (-m alpha=1.1,1.2 beta=... gamma=...): all three or none.
     alpha: Optional[float] = rule(None, ge=1)  # depth multiplier
     beta: Optional[float] = rule(None, ge=1)   # width multiplier

@@ -53,7 +53,11 @@ def enqueue_points(study: optuna.Study, points: list[GridPoint], folder: Path,
             states.setdefault(point_key(point_params(t)), []).append(t.state)
         for point in points:
             seen = states.get(point_key(point.params_dict()))
-            attrs = {"kind": point.kind, **(user_attrs or {})}
+            attrs = {"kind": point.kind, **{k: v for k, v in (("flops_ratio", point.flops_ratio),
+                                                               ("product", point.product),
+                                                               ("resolution", point.resolution),
+                                                               ("flops", point.flops), ("params", point.params))
+                                             if v is not None}, **(user_attrs or {})}
             if seen and all(s == TrialState.FAIL for s in seen):
                 study.enqueue_trial(point.params_dict(), user_attrs=attrs)
                 added += 1

@@ -31,11 +31,12 @@ from effnas.config import as_config
 from effnas.evaluate import Evaluator
 from effnas.io import write_table, write_text
 from effnas.objective import Reward
+from effnas.protocol import data_identity, training_protocol
 from effnas.results import GRID
 from effnas.runs import save_config, study_folder
 from effnas.study import BudgetTaken, Interrupted, handle_signals, open_study, run_worker, trial_counts
 from effnas.task import DataCache
-from search_space import ResolvedArch, count_flops, resolve_arch
+from search_space import ArchSpec, ResolvedArch, count_flops, resolve_arch
 
 from .config import ScaleSearchConfig
 from .grid import KINDS, GridSpec, constrained_grid, match_flops, measure_point, product_of
@@ -78,8 +79,33 @@ def _settings(cfg: ScaleSearchConfig) -> _Settings:
     if cfg.alpha is not None:  # the schema checked that all three are set
         point = tuple(round(float(v), 10) for v in (cfg.alpha, cfg.beta, cfg.gamma))
     base = resolve_arch(cfg.base, what="base")
-    resolution = cfg.base_resolution or base.resolution or cfg.proxy.resolution
-    return _Settings(cfg.grid.spec(), point, cfg.search.seed, base, resolution)  # type: ignore[arg-type]
+    grid = cfg.grid.spec()
+    resolution = cfg.base_resolution
+    if resolution is None:
+        resolution = max(base.resolution or cfg.proxy.resolution, cfg.min_base_resolution)
+        if grid.mode == "measured_flops" and point is None:
+            resolution = _expressive_resolution(base.spec(), grid, resolution)
+    return _Settings(grid, point, cfg.search.seed, base, resolution)  # type: ignore[arg-type]
+
+
+_MIN_GAMMAS = 3
+
+
+def _expressive_resolution(spec: ArchSpec, grid: GridSpec, start: int) -> int:
+    """The smallest resolution from ``start`` (in steps of 8 px, up to 4x) at which the grid of
+    equal real costs holds at least three resolution steps (gamma values): on tiny feature maps one
+    more pixel changes a whole map size, so small resolutions leave only gamma = 1."""
+    for r in range(start, 4 * start + 1, 8):
+        try:
+            points = constrained_grid(grid, spec.replace(resolution=r), r)
+        except ValueError:
+            continue
+        if len({p.gamma for p in points}) >= _MIN_GAMMAS:
+            if r != start:
+                log.info("scale-search: base resolution %d px (from %d): the first with %d+ gamma steps at "
+                         "equal real costs", r, start, _MIN_GAMMAS)
+            return r
+    return start
 
 
 def _skip_message(point: tuple[float, float, float], figure: float, grid: GridSpec) -> str:
@@ -123,12 +149,22 @@ def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, me
         "points_in_study": len({point_key(point_params(t)) for t in study.get_trials(deepcopy=False)
                                 if kind_of(study, t) == "compound"} - {None}),
         "grid": settings.grid.to_dict(),
+        "rule": (f"highest minival accuracy among the grid points whose "
+                 f"{'real (rounded) FLOPs ratio to the base' if settings.grid.mode == 'measured_flops' else 'alpha·beta²·gamma²'}"
+                 f" is within {settings.grid.target:g} ± {settings.grid.tol:g} (grid.mode={settings.grid.mode})"),
+        "flops_ratio_range": _ratio_range(study),
         "tie_break": "highest accuracy, then smallest |product - target|, then smallest measured-ratio "
                      "distance, then smallest (alpha, beta, gamma)",
     }
     if baselines:
         record["baselines"] = baselines
     return record
+
+
+def _ratio_range(study: optuna.Study) -> list[float] | None:
+    ratios = [t.user_attrs["flops_ratio"] for t in study.get_trials(deepcopy=False)
+              if t.user_attrs.get("flops_ratio") is not None and kind_of(study, t) == "compound"]
+    return [round(min(ratios), 4), round(max(ratios), 4)] if ratios else None
 
 
 def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
@@ -162,19 +198,24 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     log.info("scale-search: %d grid point%s (grid.mode=%s, |figure - %g| <= %g) from %s at %d px, "
              "base %.2fM FLOPs", len(points), "" if len(points) == 1 else "s", grid.mode, grid.target,
              grid.tol, settings.base.describe(), r0, base_flops / 1e6)
-    print(f"scale-search: grid of {len(points)} point{'' if len(points) == 1 else 's'} to evaluate "
-          f"(study {study_name})", flush=True)
+    ratios = [p.flops_ratio for p in points if p.flops_ratio is not None]
+    spread = f"; real FLOPs ratios to the base {min(ratios):.3f}-{max(ratios):.3f} (max/min {max(ratios) / min(ratios):.3f})" \
+        if ratios else ""
+    print(f"scale-search: grid of {len(points)} point{'' if len(points) == 1 else 's'} to evaluate at {r0} px "
+          f"(study {study_name}){spread}", flush=True)
 
     folder.mkdir(parents=True, exist_ok=True)
-    save_config(dataclasses.asdict(cfg), folder)
     storage = cfg.storage.build(folder, workers=cfg.workers)
-    protocol = dataclasses.asdict(proxy.train_config(settings.seed))
-    budget = {k: protocol.get(k) for k in _BUDGET_KEYS}
+    trained = training_protocol(proxy)
+    budget = {k: trained.get(k) for k in _BUDGET_KEYS}
     meta = {"kind": "scale-search", "dataset": data0.name, "num_classes": data0.num_classes,
             "in_channels": data0.in_channels, "base": base.to_string(), "base_resolution": r0,
             "budget": budget, "seed": settings.seed}
+    protocol = {"data": {**data_identity(cfg.dataset, data0), "split_seed": settings.seed},
+                "proxy": trained, "base": base.to_string(), "base_resolution": r0}
     study = open_study(study_name, storage, optuna.samplers.RandomSampler(seed=settings.seed),
-                       optuna.pruners.NopPruner(), ["maximize"], meta)
+                       optuna.pruners.NopPruner(), ["maximize"], meta, protocol)
+    save_config(dataclasses.asdict(cfg), folder)  # accepted: the run writes from here on
     enqueue_points(study, points, folder)
 
     reward = Reward(float(base_flops), 0.0, 0.0, "flops")  # w = 0: the value is the accuracy

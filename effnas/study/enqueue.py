@@ -88,9 +88,10 @@ def trial_counts(study: optuna.Study) -> dict[TrialState, int]:
 
 
 def counts_toward_budget(t: optuna.trial.FrozenTrial) -> bool:
-    """A trial that was not trained because its architecture already was (``duplicate_of``) does
-    not use the budget: the budget counts trained (or pruned) architectures."""
-    return t.user_attrs.get(DUPLICATE) is None
+    """A trial that was not trained because its architecture already was (``duplicate_of``), and a
+    re-evaluation of a finished one (``rerank_of``), do not use the budget: it counts trained (or
+    pruned) architectures."""
+    return t.user_attrs.get(DUPLICATE) is None and t.user_attrs.get("rerank_of") is None
 
 
 def budget_used(study: optuna.Study) -> tuple[int, int, int]:

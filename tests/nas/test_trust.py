@@ -134,3 +134,54 @@ def test_what_does_not_change_a_score_may_differ(made):
                 "proxy.eval_batch_size=100", "search.timeout=600", "sampler=random", "pruner=none")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(_trained(_study(made, "p"))) == 2
+
+
+def test_reranking_changes_the_winner_when_the_proxy_winner_was_lucky(tmp_path):
+    """A study whose proxy winner was lucky -- a heavy network recorded with an inflated proxy reward
+    (under MnasNet's hard constraint its real reward is its accuracy divided by its FLOPs excess) --
+    is re-ranked by real training: best.json names the other network and records both scores; the
+    re-evaluations are trials of the study, shown in trials.parquet."""
+    import json
+
+    import pandas as pd
+
+    hard = ["objective=hard", "search.warm_start=[efficientnet-b0]"]
+    first = _run(tmp_path, "search.study_name=lucky", "search.n_trials=1", "rerank=none", *hard)
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = _study(tmp_path, "lucky")
+    good = study.trials[0]
+    params = dict(good.params)
+    for name, dist in good.distributions.items():  # widest, deepest, 5x5 everywhere
+        if name.endswith(("_filters", "_layers")):
+            params[name] = max(dist.choices)
+        elif name.endswith("_kernel"):
+            params[name] = 5
+    import nas.config  # noqa: F401
+    from effnas.config import SpaceConfig
+    from search_space import count_flops, count_params
+
+    space = SpaceConfig().build(num_classes=10, in_channels=1, resolution=32)
+    giant = space.sample(optuna.trial.FixedTrial(params))
+    assert count_flops(giant, 32) > 2 * good.user_attrs["flops"]
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=dict(good.distributions), value=0.99,
+        user_attrs={"arch": giant.to_string(), "reward": 0.99, "accuracy": 0.99, "flops": count_flops(giant, 32),
+                    "params": count_params(giant), "resolution": 32, "epochs": 1, "seed": 1}))
+    lucky = study.trials[-1].number
+    rerank = ["rerank.k=2", "rerank.seeds=2", "rerank.epochs=1", "rerank.train_size=512"]
+    second = _run(tmp_path, "search.study_name=lucky", "search.n_trials=2", *rerank, *hard)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "proxy winner was trial" in second.stdout, second.stdout
+    best = json.loads((tmp_path / "lucky" / "best.json").read_text())
+    assert best["selected_by"] == "rerank" and best["trial"] == good.number
+    assert best["rerank"]["proxy_winner"] == lucky and best["rerank"]["changed"] is True
+    rows = {c["trial"]: c for c in best["rerank"]["candidates"]}
+    assert rows[lucky]["proxy_reward"] == 0.99 and rows[good.number]["proxy_reward"] == good.user_attrs["reward"]
+    assert rows[good.number]["reward_mean"] > rows[lucky]["reward_mean"]
+    assert rows[lucky]["seeds_done"] == rows[good.number]["seeds_done"] == 2
+    df = pd.read_parquet(tmp_path / "lucky" / "trials.parquet")
+    reranks = df[df["rerank_of"].notna()]
+    assert sorted(reranks["rerank_of"].tolist()) == sorted([good.number, good.number, lucky, lucky])
+    assert set(reranks["rerank_seed"].tolist()) == {0, 1}
+    again = _run(tmp_path, "search.study_name=lucky", "search.n_trials=2", *rerank, *hard)  # done once
+    assert again.returncode == 0 and len(_study(tmp_path, "lucky").get_trials()) == len(df)

@@ -22,7 +22,7 @@ TINY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "pro
         "proxy.threads=1", "proxy.bn_recalibrate_batches=2", "proxy.eval_batch_size=200"]
 # A 3-point grid (checked by hand in test_grid.py): (1.1,1.1,1.2), (1.2,1.1,1.1), (1.2,1.1,1.2).
 GRID3 = ["grid.alpha=[1.0,1.2]", "grid.beta=[1.0,1.1]", "grid.gamma=[1.0,1.2]", "grid.step=0.1",
-         "grid.tol=0.25"]
+         "grid.tol=0.25", "grid.mode=product", "min_base_resolution=32"]  # the hand-checked product grid
 GRID3_POINTS = {(1.1, 1.1, 1.2), (1.2, 1.1, 1.1), (1.2, 1.1, 1.2)}
 
 

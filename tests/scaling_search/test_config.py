@@ -20,7 +20,8 @@ def test_scale_search_config_composes(dataset, storage, monkeypatch):
     assert (cfg.alpha, cfg.beta, cfg.gamma) == (None, None, None)
     grid = cfg.grid.spec()  # the defaults the issue asks for
     assert (grid.alpha, grid.beta, grid.gamma, grid.step, grid.tol, grid.mode) == \
-        ((1.0, 1.5), (1.0, 1.3), (1.0, 1.3), 0.05, 0.1, "product")
+        ((1.0, 1.5), (1.0, 1.3), (1.0, 1.3), 0.05, 0.1, "measured_flops")
+    assert cfg.min_base_resolution == 48
     assert cfg.search.study_name == f"scale-{dataset}"
     assert isinstance(cfg.proxy, ProxyConfig) and cfg.proxy.train_config(0).epochs == 1
 

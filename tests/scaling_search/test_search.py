@@ -146,7 +146,7 @@ def test_hydra_sweep_evaluates_exactly_the_given_points(tmp_path, base_json, st)
 
 def _cfg(tmp: Path, base_json: Path, study: str, **top) -> dict:
     return {
-        "results_dir": str(tmp), "base": str(base_json), "baselines": False,
+        "results_dir": str(tmp), "base": str(base_json), "baselines": False, "min_base_resolution": 32,
         "alpha": None, "beta": None, "gamma": None,
         "grid": {"alpha": [1.0, 1.2], "beta": [1.0, 1.1], "gamma": [1.0, 1.2], "step": 0.1, "tol": 0.25,
                  "mode": "product"},
@@ -367,3 +367,22 @@ def test_a_retried_trial_runs_its_point(tmp_path, base_json):
     assert list(out.table["state"]) == ["COMPLETE", "COMPLETE"]
     assert (out.table.iloc[1]["alpha"], out.table.iloc[1]["gamma"]) == (1.2, 1.15)
     assert out.table.iloc[1]["resolution"] == round(32 * 1.15)
+
+
+def test_default_scale_search_compares_equal_real_costs(tmp_path, base_json, st):
+    """The default grid from a 32 px stage-1 best.json: run at 48 px (gamma steps expressible) and
+    keep points whose real (rounded) FLOPs ratios lie within 20% of each other; the range printed
+    before training is the one of grid.parquet."""
+    proc = st.run("scale-search", tmp_path, f"base={base_json}", f"results_dir={tmp_path}",
+                  "search.study_name=equal", "search.timeout=0.01", *st.TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if "real FLOPs ratios" in ln)
+    assert int(line.split(" px ")[0].rsplit(" ", 1)[1]) >= 48
+    low, high = (float(x) for x in line.split("real FLOPs ratios to the base ")[1].split(" ")[0].split("-"))
+    grid = pd.read_parquet(tmp_path / "equal" / "grid.parquet")
+    compound = grid[grid["kind"] == "compound"]
+    assert len(compound) >= 5 and compound["gamma"].nunique() >= 2  # resolution steps are in the grid
+    assert (round(compound["flops_ratio"].min(), 3), round(compound["flops_ratio"].max(), 3)) == (low, high)
+    assert high / low <= 1.2
+    coefficients = (tmp_path / "equal" / "coefficients.yaml").read_text()
+    assert "real (rounded) FLOPs ratio" in coefficients and "flops_ratio_range" in coefficients

@@ -134,7 +134,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _decode_images(files: Sequence[Path], mode: str, size: tuple[int, int], label: str = "image_folder") -> torch.Tensor:
+def _decode_images(files: Sequence[Path], mode: str, size: tuple[int, int],
+                   label: str = "image_folder") -> torch.Tensor:
     """Decode ``files`` into one ``N x C x height x width`` uint8 tensor, resizing each image
     (bilinear, antialiased when shrinking) right after decoding: nothing else is held."""
     height, width = size

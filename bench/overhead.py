@@ -1,0 +1,195 @@
+"""Per-trial overhead of effnas's study loop vs a plain Optuna loop, with training patched out.
+
+Run from the repository root::
+
+    python bench/overhead.py [--sizes 100,1000,10000] [--window 100]
+
+For each n, back to back in one process, each in a fresh folder with a journal file:
+
+* **plain**: ``study.optimize`` with the anchor's sampler (``TPESampler(n_startup_trials=10,
+  multivariate=True, group=True)``), journal file storage, and the search space asked through
+  ``SearchSpace.sample``; the objective returns a made-up accuracy at once.
+* **tool**: ``nas.search.run_search`` itself -- the real worker loop, evaluator, duplicate check,
+  exports, ``best.json`` and progress lines -- with ``effnas.evaluate.train_and_evaluate``
+  patched to report one epoch and return the same made-up accuracy at once, on a tiny synthetic
+  dataset (``load_data`` patched: nothing is read from disk), no warm starts (the plain loop has
+  none).
+
+The made-up accuracy is a hash of the architecture, the same in both loops. Times are taken at
+every objective call (wall and this process's CPU time); per-trial times are reported per window
+of ``--window`` trials, then the mean over the whole run. The last line is the tool/plain ratio of
+the per-trial wall time at the largest n (``<ratio> x``); the goal is <= 1.1, flat in n.
+
+Multivariate TPE's own cost grows with the number of trials (10,000 trials take tens of minutes
+on 2 cores, twice: plain and tool); ``--sizes`` picks what to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+import effnas.evaluate  # noqa: E402
+import nas.search  # noqa: E402
+from effnas.data import DataSplits  # noqa: E402
+from effnas.data.core import ImageDataset  # noqa: E402
+from effnas.train import TrainResult  # noqa: E402
+from search_space import default_space  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def fake_accuracy(arch: str) -> float:
+    return 0.5 + (zlib.crc32(arch.encode()) % 4000) / 10000.0
+
+
+class Clock:
+    """(wall, cpu) at every objective call."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+
+    def tick(self) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def windows(self, size: int) -> list[tuple[float, float]]:
+        """Mean per-trial (wall ms, cpu ms) in consecutive windows of ``size`` trials."""
+        out = []
+        for i in range(0, len(self.marks) - 1, size):
+            j = min(i + size, len(self.marks) - 1)
+            (w0, c0), (w1, c1) = self.marks[i], self.marks[j]
+            out.append(((w1 - w0) / (j - i) * 1e3, (c1 - c0) / (j - i) * 1e3))
+        return out
+
+    def mean(self) -> tuple[float, float]:
+        (w0, c0), (w1, c1) = self.marks[0], self.marks[-1]
+        k = len(self.marks) - 1
+        return (w1 - w0) / k * 1e3, (c1 - c0) / k * 1e3
+
+
+def tiny_data() -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, name: str) -> ImageDataset:
+        return ImageDataset(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g),
+                            torch.arange(n, dtype=torch.int64) % 10, tuple(str(i) for i in range(10)), name)
+
+    return DataSplits(split(64, "synthetic"), split(32, "synthetic"), None, (0.5,), (0.25,), "synthetic")
+
+
+def space():
+    return default_space(num_classes=10, in_channels=1, resolution=32)
+
+
+def run_plain(folder: Path, n: int, seed: int) -> Clock:
+    clock = Clock()
+    sp = space()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(folder / "study.journal"), lock_obj=optuna.storages.journal.JournalFileSymlinkLock(
+            str(folder / "study.journal"))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True)
+    study = optuna.create_study(study_name="plain", storage=storage, sampler=sampler, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        clock.tick()
+        return fake_accuracy(sp.sample(trial).to_string())
+
+    study.optimize(objective, n_trials=n, gc_after_trial=False)
+    clock.tick()
+    return clock
+
+
+def run_tool(folder: Path, n: int, seed: int) -> Clock:
+    clock = Clock()
+
+    def fake_train(spec, data, cfg, on_epoch=None, **kw):
+        acc = fake_accuracy(spec.to_string())
+        if on_epoch is not None:
+            on_epoch(1, acc)
+        return TrainResult(accuracy=acc, epochs_done=1, train_seconds=0.0, images_per_second=0.0)
+
+    original_run = effnas.evaluate.Evaluator.run
+
+    def timed_run(self, *args, **kwargs):
+        clock.tick()
+        return original_run(self, *args, **kwargs)
+
+    patches = [(effnas.evaluate, "train_and_evaluate", fake_train), (nas.search, "load_data",
+                                                                      lambda *a, **k: tiny_data()),
+               (effnas.evaluate.Evaluator, "run", timed_run)]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    for obj, name, value in patches:
+        setattr(obj, name, value)
+    try:
+        outcome = nas.search.run_search({
+            "results_dir": str(folder), "search": {"study_name": "tool", "n_trials": n, "seed": seed,
+                                                   "warm_start": []},
+            "proxy": {"train_size": 64, "minival_size": 32, "epochs": 1, "threads": 1, "device": "cpu"},
+        })
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+    clock.tick()
+    assert outcome.best is not None
+    return clock
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated trial counts")
+    parser.add_argument("--window", type=int, default=100, help="trials per reported window")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet-windows", action="store_true", help="print only the summary per n")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    logging.getLogger("effnas").setLevel(logging.WARNING)  # progress lines are still formatted
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
+            root = Path(tmp)
+            (root / "plain").mkdir()
+            t0 = time.perf_counter()
+            plain = run_plain(root / "plain", n, args.seed)
+            t1 = time.perf_counter()
+            tool = run_tool(root / "tool", n, args.seed)
+            t2 = time.perf_counter()
+        pw, pc = plain.mean()
+        tw, tc = tool.mean()
+        rows.append((n, pw, tw, pc, tc))
+        print(f"n={n}: plain {t1 - t0:.1f}s, tool {t2 - t1:.1f}s (including set-up)", flush=True)
+        if not args.quiet_windows:
+            print(f"  {'trials':>13} {'plain ms':>9} {'tool ms':>9} {'ratio':>6} {'plain cpu':>9} "
+                  f"{'tool cpu':>9} {'ratio':>6}")
+            for k, ((a, ac), (b, bc)) in enumerate(zip(plain.windows(args.window), tool.windows(args.window))):
+                lo = k * args.window
+                print(f"  {lo:>6}-{min(lo + args.window, n):<6} {a:9.2f} {b:9.2f} {b / a:6.2f} {ac:9.2f} "
+                      f"{bc:9.2f} {bc / ac:6.2f}", flush=True)
+    print()
+    print(f"{'n':>6} | {'plain ms/trial':>14} | {'tool ms/trial':>13} | {'wall ratio':>10} | "
+          f"{'plain cpu ms':>12} | {'tool cpu ms':>11} | {'cpu ratio':>9}")
+    for n, pw, tw, pc, tc in rows:
+        print(f"{n:>6} | {pw:14.2f} | {tw:13.2f} | {tw / pw:10.3f} | {pc:12.2f} | {tc:11.2f} | {tc / pc:9.3f}")
+    n, pw, tw, _, _ = rows[-1]
+    print(f"{tw / pw:.3f} x")
+
+
+if __name__ == "__main__":
+    main()
