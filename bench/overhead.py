@@ -7,17 +7,20 @@ Run from the repository root::
 For each n, back to back in one process, each in a fresh folder with a journal file:
 
 * **plain**: ``study.optimize`` with the anchor's sampler (``TPESampler(n_startup_trials=10,
-  multivariate=True, group=True)``), journal file storage, and the search space asked through
-  ``SearchSpace.sample``; the objective returns a made-up accuracy at once.
+  multivariate=True, group=True)``, seeded as ``nas-search`` seeds its first sampler stream),
+  Optuna's journal file storage, and the same search space asked through ``SearchSpace.sample``;
+  the objective returns the reward of a made-up accuracy at once.
 * **tool**: ``nas.search.run_search`` itself -- the real worker loop, evaluator, duplicate check,
   exports, ``best.json`` and progress lines -- with ``effnas.evaluate.train_and_evaluate``
   patched to report one epoch and return the same made-up accuracy at once, on a tiny synthetic
   dataset (``load_data`` patched: nothing is read from disk), no warm starts (the plain loop has
   none).
 
-The made-up accuracy is a hash of the architecture, the same in both loops. Times are taken at
-every objective call (wall and this process's CPU time); per-trial times are reported per window
-of ``--window`` trials, then the mean over the whole run. The last line is the tool/plain ratio of
+The made-up accuracy is a hash of the architecture and the reward is ``nas-search``'s (FLOPs
+against T), so both loops return the same values and their samplers propose the same
+architectures: the difference is the tool's own work. Times are taken at every objective call
+(wall and this process's CPU time); per-trial times are reported per window of ``--window``
+trials, then the mean over the whole run. The progress lines are made (INFO) and dropped. The last line is the tool/plain ratio of
 the per-trial wall time at the largest n (``<ratio> x``); the goal is <= 1.1, flat in n.
 
 Multivariate TPE's own cost grows with the number of trials (10,000 trials take tens of minutes
@@ -40,15 +43,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without installing
 
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
 import effnas.evaluate  # noqa: E402
 import nas.search  # noqa: E402
+from effnas.config import as_config  # noqa: E402
 from effnas.data import DataSplits  # noqa: E402
 from effnas.data.core import ImageDataset  # noqa: E402
+from effnas.objective import auto_target  # noqa: E402
 from effnas.train import TrainResult  # noqa: E402
-from search_space import default_space  # noqa: E402
+from search_space import count_flops  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -91,24 +97,35 @@ def tiny_data() -> DataSplits:
     return DataSplits(split(64, "synthetic"), split(32, "synthetic"), None, (0.5,), (0.25,), "synthetic")
 
 
-def space():
-    return default_space(num_classes=10, in_channels=1, resolution=32)
+def overrides(folder: Path, n: int, seed: int) -> dict:
+    return {"results_dir": str(folder), "search": {"study_name": "tool", "n_trials": n, "seed": seed,
+                                                   "warm_start": []},
+            "proxy": {"train_size": 64, "minival_size": 32, "epochs": 1, "threads": 1, "device": "cpu"},
+            "rerank": {"k": 0}}  # the search loop only: no re-evaluation of the top k after it
 
 
 def run_plain(folder: Path, n: int, seed: int) -> Clock:
+    """Optuna alone, with what ``run_search`` would build: space, reward, sampler seed."""
     clock = Clock()
-    sp = space()
+    cfg = as_config("nas_search", overrides(folder, n, seed))
+    data = tiny_data()
+    res = cfg.proxy.resolution
+    sp = cfg.space.build(num_classes=data.num_classes, in_channels=data.in_channels, resolution=res)
+    reward = cfg.objective.reward(auto_target(cfg.objective.metric, data.num_classes, data.in_channels, res))
+    sampler_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1)[0])  # nas-search's stream 0
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(folder / "study.journal"), lock_obj=optuna.storages.journal.JournalFileSymlinkLock(
             str(folder / "study.journal"))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True, group=True)
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=10, multivariate=True,
+                                             group=True)
     study = optuna.create_study(study_name="plain", storage=storage, sampler=sampler, direction="maximize")
 
     def objective(trial: optuna.Trial) -> float:
         clock.tick()
-        return fake_accuracy(sp.sample(trial).to_string())
+        spec = sp.sample(trial)
+        return reward(fake_accuracy(spec.to_string()), float(count_flops(spec, res)))
 
     study.optimize(objective, n_trials=n, gc_after_trial=False)
     clock.tick()
@@ -137,11 +154,7 @@ def run_tool(folder: Path, n: int, seed: int) -> Clock:
     for obj, name, value in patches:
         setattr(obj, name, value)
     try:
-        outcome = nas.search.run_search({
-            "results_dir": str(folder), "search": {"study_name": "tool", "n_trials": n, "seed": seed,
-                                                   "warm_start": []},
-            "proxy": {"train_size": 64, "minival_size": 32, "epochs": 1, "threads": 1, "device": "cpu"},
-        })
+        outcome = nas.search.run_search(overrides(folder, n, seed))
     finally:
         for obj, name, value in saved:
             setattr(obj, name, value)
@@ -158,7 +171,10 @@ def main() -> None:
     parser.add_argument("--quiet-windows", action="store_true", help="print only the summary per n")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    logging.getLogger("effnas").setLevel(logging.WARNING)  # progress lines are still formatted
+    effnas_log = logging.getLogger("effnas")  # progress lines are made, then dropped
+    effnas_log.setLevel(logging.INFO)
+    effnas_log.handlers[:] = [logging.NullHandler()]
+    effnas_log.propagate = False
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     rows = []

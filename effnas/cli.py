@@ -92,6 +92,13 @@ def _parse(overrides: list[str]) -> list[Any]:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except OverrideParseException as exc:
+            quoted = _quoted(text)
+            if quoted is not None:  # e.g. arch='stem=32 r1_k3_s11_e1_i32_o16 ...' as best.json prints it
+                try:
+                    parsed.extend(parser.parse_overrides([quoted]))
+                    continue
+                except OverrideParseException:
+                    pass
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "hydra.cc" not in ln
                      and not ln.startswith("Error parsing override")]
             raise UsageError(f"{_key_of(text)}: cannot parse override {text!r}"
@@ -100,6 +107,21 @@ def _parse(overrides: list[str]) -> list[Any]:
         if not o.key_or_group:
             raise UsageError(f"cannot parse override {o.input_line!r}: expected key=value")
     return parsed
+
+
+_PLAIN_KEY = re.compile(r"^[+~]?[A-Za-z_][\w.]*=")
+
+
+def _quoted(text: str) -> str | None:
+    """``key=value`` with the value quoted for Hydra's grammar, when the value is one plain string
+    that the grammar cannot read unquoted (spaces, ``=``): architecture strings."""
+    m = _PLAIN_KEY.match(text)
+    if m is None:
+        return None
+    value = text[m.end():]
+    if not value or any(c in value for c in "'\"\\$"):
+        return None
+    return f"{text[:m.end()]}'{value}'"
 
 
 def _jobs(parsed: list[Any], multirun: bool) -> list[list[str]]:
@@ -209,6 +231,7 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list
     register_groups()
     overrides, flags = _split_argv(argv)
     parsed = _parse(overrides)
+    flags["overrides"] = [o.input_line for o in parsed]  # as Hydra must get them (quoted where needed)
     jobs = _jobs(parsed, bool(flags.get("-m") or flags.get("--multirun")))
     for job in jobs[:_MAX_JOBS_CHECKED]:
         try:
@@ -247,6 +270,23 @@ def _print_config(config_name: str, job: list[str], which: str, resolve: bool) -
 
 
 # --------------------------------------------------------------------------------- running the app
+
+
+def _hydra_argv(argv: list[str], overrides: list[str]) -> list[str]:
+    """The command line with its overrides replaced by their checked (quoted) form, flags kept."""
+    out, queue, i = [], list(overrides), 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            out.append(arg)
+            name = arg.partition("=")[0]
+            if _FLAGS.get(name) and "=" not in arg and i + 1 < len(argv):
+                out.append(argv[i + 1])
+                i += 1
+        elif queue:
+            out.append(queue.pop(0))
+        i += 1
+    return out
 
 
 def _absolute_results(cfg: Any) -> None:
@@ -324,7 +364,7 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
             raise SystemExit(code)
 
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = [saved_argv[0] if saved_argv else config_name, *argv]
+    sys.argv = [saved_argv[0] if saved_argv else config_name, *_hydra_argv(argv, flags["overrides"])]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises: its errors become one line below
     try:
         _main()

@@ -10,13 +10,42 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-__all__ = ["atomic_write", "write_table", "write_json", "write_text", "file_mode"]
+__all__ = ["atomic_write", "write_table", "write_json", "write_text", "file_mode", "remove_stale_temp"]
+
+_OWNER = f"{socket.gethostname()}-{os.getpid()}"  # in temporary names: whose they are
+_TEMP = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:
+    """Remove temporary files left in ``folder`` by writers of this host that died mid-write
+    (SIGKILL, out of memory); other hosts' and live processes' files are kept."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(folder).glob(".*.tmp"):
+        m = _TEMP.match(path.name)
+        if m is None or m["host"] != host:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def file_mode() -> int:
@@ -28,7 +57,7 @@ def file_mode() -> int:
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_OWNER}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

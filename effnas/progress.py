@@ -9,8 +9,8 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from .results import best_trial
-from .study.enqueue import budget_used
+from .results import best_candidate
+from .study.enqueue import BudgetCounter
 
 __all__ = ["ProgressReporter", "fmt_count", "fmt_seconds"]
 
@@ -32,23 +32,39 @@ def fmt_seconds(s: float) -> str:
 
 
 class ProgressReporter:
-    """One line per finished trial: i/N, state, reward, best so far, ETA."""
+    """One line per finished trial: i/N, state, reward, best so far, ETA.
 
-    def __init__(self, budget: int | None, started: float | None = None) -> None:
+    The counts and the best trial are kept up to date from the trials finished since the previous
+    line (:class:`~effnas.study.enqueue.BudgetCounter`), not by reading the whole study each time."""
+
+    def __init__(self, budget: int | None, started: float | None = None, key: str = "reward") -> None:
         self.budget = budget
         self.started = started or time.monotonic()
-        self.mine: list[float] = []
+        self.key = key
+        self.seconds = 0.0  # this worker's trials: total duration and count, for the ETA
+        self.count = 0
+        self.best: optuna.trial.FrozenTrial | None = None
+        self._counter = BudgetCounter()
+
+    def _update(self, study: optuna.Study) -> tuple[int, int]:
+        done, running, _ = self._counter.refresh(study)
+        for t in self._counter.new:
+            if best_candidate(t, self.key) and (self.best is None or (t.user_attrs[self.key], -t.number) >
+                                                (self.best.user_attrs[self.key], -self.best.number)):
+                self.best = t
+        return done, running
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done, running, _ = budget_used(study)
+        done, running = self._update(study)
         if trial.duration is not None:
-            self.mine.append(trial.duration.total_seconds())
-        best = best_trial(study)
+            self.seconds += trial.duration.total_seconds()
+            self.count += 1
+        best = self.best
         eta = ""
-        if self.budget and self.mine:
+        if self.budget and self.count:
             workers = max(1, running + 1)
             remaining = max(0, self.budget - done)
-            eta = f" | ETA {fmt_seconds(remaining * (sum(self.mine) / len(self.mine)) / workers)}"
+            eta = f" | ETA {fmt_seconds(remaining * (self.seconds / self.count) / workers)}"
         a = trial.user_attrs
         what = (f"reward {a['reward']:.4f} acc {a['accuracy']:.4f}" if trial.state == TrialState.COMPLETE
                 and a.get("reward") is not None else f"{a.get('reason', '')}")

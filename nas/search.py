@@ -17,7 +17,7 @@ import optuna
 
 from effnas.config import as_config
 from effnas.evaluate import Evaluator, SearchExhausted
-from effnas.io import write_json
+from effnas.io import remove_stale_temp, write_json
 from effnas.objective import auto_target
 from effnas.progress import ProgressReporter, fmt_count
 from effnas.results import best_trial, export_study
@@ -106,6 +106,7 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
     stream, sampler_seed = sampler_stream(study, folder, seed, worker_id())
     study.sampler = cfg.sampler.build(sampler_seed)
     save_config({**dataclasses.asdict(cfg), "sampler_stream": stream, "sampler_seed": sampler_seed}, folder)
+    remove_stale_temp(folder)  # half-written files of writers that were killed
     log.info("nas-search: sampler stream %d (seed %d from search.seed=%d)", stream, sampler_seed, seed)
     enqueue_once(study, warm, folder)
 
@@ -132,7 +133,9 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
         return record
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        export(study, trial)
+        from effnas.results import throttled
+
+        throttled(export, study, trial)  # at most every few seconds; the end of the run exports again
         progress(study, trial)
 
     log.info("nas-search: study %s in %s, storage %s; dataset %s (%d train / %d minival images at %d px), "

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from effnas.config import as_config
 from effnas.evaluate import Evaluator
-from effnas.io import write_table, write_text
+from effnas.io import remove_stale_temp, write_table, write_text
 from effnas.objective import Reward
 from effnas.protocol import data_identity, training_protocol
 from effnas.results import GRID
@@ -216,6 +216,7 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     study = open_study(study_name, storage, optuna.samplers.RandomSampler(seed=settings.seed),
                        optuna.pruners.NopPruner(), ["maximize"], meta, protocol)
     save_config(dataclasses.asdict(cfg), folder)  # accepted: the run writes from here on
+    remove_stale_temp(folder)
     enqueue_points(study, points, folder)
 
     reward = Reward(float(base_flops), 0.0, 0.0, "flops")  # w = 0: the value is the accuracy

@@ -52,7 +52,7 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 TINY_NODE = {"worker": "range(2)", "proxy.threads": "1", "hydra.launcher.cpus_per_task": "1",
              "hydra.launcher.mem_gb": "2", "hydra.launcher.timeout_min": "10", "search.n_trials": "4"}
 TINY_PROXY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1",
-              "proxy.bn_recalibrate_batches=2", "search.warm_start=[]"]
+              "proxy.bn_recalibrate_batches=2", "search.warm_start=[]", "rerank=none"]
 BUDGET = 4
 
 
@@ -88,9 +88,54 @@ def _running_daemon(name: str) -> int | None:
 
 
 def _jobs() -> list[str]:
-    """Ids (``%A``) of every job the controller still lists, any state."""
-    out = _run(["squeue", "-h", "-o", "%A"], check=False).stdout
+    """Ids (``%A``) of the jobs the controller lists as not yet ended."""
+    out = _run(["squeue", "-h", "-t", "PD,R,CG,S,CF,RQ,RH,SO,ST", "-o", "%A"], check=False).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _cancel_all(timeout: float = 90) -> None:
+    """scancel every job and wait until none is left: SLURM sends SIGTERM, then SIGKILL after
+    KillWait (30 s); stopping slurmd before that would leave the job's processes behind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = _jobs()
+        if not jobs:
+            return
+        _run(["scancel", *jobs], check=False)
+        time.sleep(1)
+
+
+def _processes() -> dict[int, tuple[str, int]]:
+    """{pid: (command name, parent pid)} of every process."""
+    table = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                stat = (proc / "stat").read_text()
+                name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+                table[int(proc.name)] = (name, int(rest[1]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return table
+
+
+def _slurmstepds() -> set[int]:
+    return {pid for pid, (name, _) in _processes().items() if name == "slurmstepd"}
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every process below it, by pid."""
+    table = _processes()
+    tree, grew = {root}, True
+    while grew:
+        below = {pid for pid, (_, parent) in table.items() if parent in tree} - tree
+        tree |= below
+        grew = bool(below)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +158,7 @@ def slurm(tmp_path_factory) -> Cluster:
             pytest.fail(f"a {daemon} is already running (pid {pid}): another SLURM on this machine? stop it "
                         f"(../shared/slurm/stop.sh STATE_DIR) before running these tests", pytrace=False)
     state = tmp_path_factory.mktemp("slurm-state")
+    before = _slurmstepds()
     up = subprocess.run(["bash", str(SLURM_DIR / "bringup.sh"), str(state)], capture_output=True, text=True,
                         timeout=180, env={**os.environ, "PATH": SBIN_PATH})
     try:
@@ -126,17 +172,17 @@ def slurm(tmp_path_factory) -> Cluster:
             time.sleep(0.5)
         else:
             pytest.fail(f"the SLURM node did not become idle: {_run(['sinfo'], check=False).stdout}", pytrace=False)
-        for job in _jobs():  # left in slurmctld's saved state by an earlier run
-            _run(["scancel", job], check=False)
+        _cancel_all()  # jobs left in slurmctld's saved state by an earlier run
         partitions = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
         default = next((p.rstrip("*") for p in partitions if p.endswith("*")), partitions[0])
         accounting = _run(["sacct", "-n", "-X"], check=False).returncode == 0
         yield Cluster(state_dir=state, partition=default, accounting=accounting)
     finally:
-        for job in _jobs():
-            _run(["scancel", job], check=False)
+        _cancel_all()
         down = subprocess.run(["bash", str(SLURM_DIR / "stop.sh"), str(state)], capture_output=True, text=True,
                               timeout=120)
+        for pid in _slurmstepds() - before:  # job processes of this cluster that outlived it
+            _kill_tree(pid)
         assert "STILL RUNNING" not in down.stdout, down.stdout
 
 
@@ -272,16 +318,7 @@ def submission(tmp_path):
     yield make
     for s in made:
         s.stop()
-    for job in _jobs():  # nothing of this test runs on into the next one
-        _run(["scancel", job], check=False)
-    deadline = time.monotonic() + 60
-    while _running_jobs() and time.monotonic() < deadline:
-        time.sleep(0.5)
-
-
-def _running_jobs() -> list[str]:
-    out = _run(["squeue", "-h", "-t", "PD,R,CG,S", "-o", "%i"], check=False).stdout
-    return out.split()
+    _cancel_all()  # nothing of this test runs on into the next one
 
 
 def retried(t: optuna.trial.FrozenTrial) -> int | None:
@@ -291,9 +328,10 @@ def retried(t: optuna.trial.FrozenTrial) -> int | None:
 
 
 def trained(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    """COMPLETE and PRUNED trials that used the budget (not one marked ``duplicate_of``: a repeat of an
-    architecture that was not trained again)."""
-    return [t for t in trials if t.state in FINISHED and t.user_attrs.get("duplicate_of") is None]
+    """COMPLETE and PRUNED trials that used the budget: not a repeat of an architecture that was not
+    trained again (``duplicate_of``), not a re-evaluation of a finished one (``rerank_of``)."""
+    return [t for t in trials if t.state in FINISHED and t.user_attrs.get("duplicate_of") is None
+            and t.user_attrs.get("rerank_of") is None]
 
 
 def check_study(trials: list[optuna.trial.FrozenTrial], budget: int) -> None:

@@ -8,6 +8,7 @@ raced for the last slot) is failed as ``surplus`` and is not counted.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from pathlib import Path
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 
 __all__ = ["BudgetTaken", "DUPLICATE", "SearchExhausted", "open_study", "protocol_differences", "trial_counts", "budget_used",
            "counts_toward_budget", "sampler_stream", "over_budget", "enqueue_once", "drop_duplicate_waiting",
-           "twin_of", "fixed_point"]
+           "twin_of", "fixed_point", "NewlyFinished", "BudgetCounter"]
 
 log = logging.getLogger("effnas")
 
@@ -105,6 +106,74 @@ def budget_used(study: optuna.Study) -> tuple[int, int, int]:
         elif t.state == TrialState.WAITING:
             waiting += 1
     return done, running, waiting
+
+
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class NewlyFinished:
+    """The trials of a study that finished since the last call -- each returned once -- and those
+    not finished yet: what a worker needs after every trial, at a cost that does not grow with the
+    study. Optuna never changes a finished trial (it refuses attributes and states on one), so a
+    finished trial is looked at once; the storage lists trials by number, and the leading run of
+    finished ones is skipped by position (checked by trial id: a list that is not the one walked
+    before is walked again, the trials already returned recognised by id)."""
+
+    def __init__(self) -> None:
+        self._prefix = 0                   # trials[:_prefix] are finished and were returned
+        self._prefix_id: int | None = None  # the trial id at _prefix - 1
+        self._returned: set[int] = set()   # ids of every finished trial returned so far
+
+    def __call__(self, trials: list[optuna.trial.FrozenTrial]) -> tuple[list[optuna.trial.FrozenTrial],
+                                                                         list[optuna.trial.FrozenTrial]]:
+        i = self._prefix
+        if i and (i > len(trials) or trials[i - 1]._trial_id != self._prefix_id):
+            i = 0
+        new, unfinished = [], []
+        leading = True
+        for t in trials[i:]:
+            if t.state.is_finished():
+                if t._trial_id not in self._returned:
+                    self._returned.add(t._trial_id)
+                    new.append(t)
+                if leading:
+                    i += 1
+                    self._prefix_id = t._trial_id
+            else:
+                leading = False
+                unfinished.append(t)
+        self._prefix = i
+        return new, unfinished
+
+
+class BudgetCounter:
+    """:func:`budget_used` and :func:`over_budget` of one study, kept up to date incrementally
+    (:class:`NewlyFinished`): a worker asks after every trial, and a full scan of a study of
+    10,000 trials costs more than the worker's own bookkeeping."""
+
+    def __init__(self) -> None:
+        self._finished = NewlyFinished()
+        self.done = 0                     # COMPLETE + PRUNED trials that use the budget
+        self._done_numbers: list[int] = []  # their numbers, sorted
+        self.new: list[optuna.trial.FrozenTrial] = []         # finished since the previous refresh
+        self.unfinished: list[optuna.trial.FrozenTrial] = []  # WAITING and RUNNING at the last refresh
+
+    def refresh(self, study: optuna.Study) -> tuple[int, int, int]:
+        """(finished: COMPLETE + PRUNED, running, waiting) -- duplicates left out, as :func:`budget_used`."""
+        self.new, self.unfinished = self._finished(study.get_trials(deepcopy=False))
+        for t in self.new:
+            if t.state in _COUNTED and counts_toward_budget(t):
+                self.done += 1
+                bisect.insort(self._done_numbers, t.number)
+        running = sum(1 for t in self.unfinished if t.state == TrialState.RUNNING)
+        return self.done, running, len(self.unfinished) - running
+
+    def ahead_of(self, number: int) -> int:
+        """Trials numbered below ``number`` that hold the budget (finished or running), as of the
+        last :meth:`refresh`."""
+        running = sum(1 for t in self.unfinished if t.state == TrialState.RUNNING and t.number < number
+                      and counts_toward_budget(t))
+        return bisect.bisect_left(self._done_numbers, number) + running
 
 
 def sampler_stream(study: optuna.Study, folder: Path, seed: int, who: str) -> tuple[int, int]:

@@ -6,9 +6,10 @@ A trial left RUNNING by a worker that died is failed (with the reason) and a cop
 
 * PostgreSQL: by heartbeat -- every running trial's worker beats every ``heartbeat_interval``
   seconds; a trial silent for ``grace_period`` seconds is failed by any other worker.
-* journal file / SQLite (no heartbeat in optuna): every worker records ``host:pid`` (and the
-  process start time, against pid reuse) on its trials; a worker starting or polling on the
-  same host fails the trials of a worker whose process is gone. (A journal shared over NFS by
+* journal file / SQLite (no heartbeat in optuna): every worker records ``host:pid`` on its
+  trials, and its process start time (against pid reuse) once in the study
+  (:func:`record_worker`); a worker starting or polling on the same host fails the trials of a
+  worker whose process is gone. (A journal shared over NFS by
   several hosts cannot see other hosts' processes: use PostgreSQL there.)
 """
 
@@ -29,8 +30,8 @@ from optuna.trial import TrialState
 
 from .storage import RetryStaleTrial
 
-__all__ = ["ORPHAN_SECONDS", "worker_id", "process_started", "recover_dead_local_workers", "recover_stale",
-           "fail_stale_trials"]
+__all__ = ["ORPHAN_SECONDS", "worker_id", "process_started", "record_worker", "recover_dead_local_workers",
+           "recover_stale", "fail_stale_trials"]
 
 log = logging.getLogger("effnas")
 
@@ -51,6 +52,28 @@ def process_started(pid: int) -> str | None:
         return None
     fields = stat[stat.rfind(")") + 2:].split()
     return fields[19] if len(fields) > 19 else None
+
+
+# Study system attribute ``worker_started:<host>:<pid>``: the start time of that worker process.
+_STARTED = "worker_started:"
+
+
+def record_worker(study: optuna.Study) -> None:
+    """Record this process's start time in the study, once per process (not on every trial: each
+    trial attribute is one more storage write), so that a trial of a dead worker whose pid was
+    given to another process is still recognised as dead.
+
+    Run it after a first :func:`recover_stale`: a new worker that got the pid of a dead worker of
+    the same study then fails that worker's trials with the dead one's record before replacing
+    it. (Trials written before this record existed carry a ``worker_started`` attribute, still
+    read.)"""
+    started = process_started(os.getpid())
+    if started is None:
+        return
+    key = _STARTED + worker_id()
+    storage = study._storage
+    if storage.get_study_system_attrs(study._study_id).get(key) != started:
+        storage.set_study_system_attr(study._study_id, key, started)
 
 
 def _pid_alive(pid: int, started: str | None = None) -> bool:
@@ -138,6 +161,7 @@ def recover_dead_local_workers(study: optuna.Study, max_retry: int) -> list[int]
     can tell a dead one. Safe to run from several workers at once: one of them wins each trial."""
     host = socket.gethostname()
     failed = []
+    recorded: dict | None = None  # the study's record of worker start times, read when needed
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = t.user_attrs.get("worker")
         if _orphaned(t):
@@ -146,7 +170,14 @@ def recover_dead_local_workers(study: optuna.Study, max_retry: int) -> list[int]
             if not who or ":" not in who:
                 continue
             whost, _, pid = who.rpartition(":")
-            if whost != host or not pid.isdigit() or _pid_alive(int(pid), t.user_attrs.get("worker_started")):
+            if whost != host or not pid.isdigit():
+                continue
+            started = t.user_attrs.get("worker_started")
+            if started is None:
+                if recorded is None:
+                    recorded = study._storage.get_study_system_attrs(study._study_id)
+                started = recorded.get(_STARTED + who)
+            if _pid_alive(int(pid), started):
                 continue
             reason = f"worker {who} died (process gone)"
         if not _fail_running(study, t, reason):

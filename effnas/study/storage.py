@@ -21,6 +21,7 @@ from omegaconf import MISSING
 from ..registry import Registry
 from ..schema import Schema, rule
 from ..secrets import redact_url
+from .locks import HolderSymlinkLock
 
 __all__ = ["STORAGES", "StorageConfig", "JournalConfig", "SqliteConfig", "PostgresConfig", "RetryStaleTrial",
            "make_storage", "storage_config", "concurrent_workers"]
@@ -72,7 +73,7 @@ class JournalConfig(StorageConfig):
         path.parent.mkdir(parents=True, exist_ok=True)
         journal = optuna.storages.journal
         lock = (journal.JournalFileOpenLock(str(path)) if self.lock == "open"
-                else journal.JournalFileSymlinkLock(str(path)))
+                else HolderSymlinkLock(str(path)))
         return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
 
 

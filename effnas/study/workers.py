@@ -9,7 +9,6 @@ running trial, re-enqueue it and reach the caller as :class:`~.signals.Interrupt
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from typing import Any, Callable
@@ -18,8 +17,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from .enqueue import BudgetTaken, SearchExhausted, budget_used, drop_duplicate_waiting, fixed_point, over_budget, twin_of
-from .recovery import _retry, process_started, recover_stale, worker_id
+from .enqueue import BudgetCounter, BudgetTaken, SearchExhausted, drop_duplicate_waiting, fixed_point, twin_of
+from .recovery import _retry, record_worker, recover_stale, worker_id
 from .signals import Interrupted, interruptible, raise_pending
 from .storage import RetryStaleTrial
 
@@ -93,21 +92,26 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     itself must reject a trial that optuna created because another worker popped the last point.
 
     Raises :class:`Interrupted` (inside :func:`handle_signals`) after failing and re-enqueuing the
-    running trial."""
+    running trial.
+
+    Per trial the worker looks at the trials that finished since the previous one, not at the
+    whole study (:class:`~.enqueue.BudgetCounter`), and adds one storage write of its own (the
+    ``worker`` attribute; the process's start time is recorded once per process,
+    :func:`~.recovery.record_worker`)."""
     _quiet_optuna()
     start = time.monotonic()
     ran = 0
     callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     attempt = _Attempt()
+    counter = BudgetCounter()
+    recorded = False
 
     def run_one(trial: optuna.Trial) -> Any:
         attempt.trial_id, attempt.number = trial._trial_id, trial.number
+        _skip_rewrites(trial)
         trial.set_user_attr("worker", worker_id())
-        started = process_started(os.getpid())
-        if started is not None:
-            trial.set_user_attr("worker_started", started)
         if not only_enqueued:
-            _check_slot(study, trial, budget)
+            _check_slot(study, trial, budget, counter)
         try:
             with interruptible(True):
                 value = objective(trial)
@@ -134,9 +138,13 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                 log.info("search.timeout=%ss reached: this worker stops", timeout)
                 break
             recover_stale(study, max_retry)
-            if not only_enqueued:
+            if not recorded:  # after the first recovery: a dead worker whose pid this process got is recovered first
+                record_worker(study)
+                recorded = True
+            done, running, waiting = counter.refresh(study)
+            if not only_enqueued and any(fixed_point(t) for t in counter.unfinished if t.state == TrialState.WAITING):
                 drop_duplicate_waiting(study)
-            done, running, waiting = budget_used(study)
+                done, running, waiting = counter.refresh(study)
             if only_enqueued:
                 if waiting == 0:
                     if running == 0:
@@ -176,16 +184,38 @@ def _sleep(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def _check_slot(study: optuna.Study, trial: optuna.Trial, budget: int | None) -> None:
+def _skip_rewrites(trial: optuna.Trial) -> None:
+    """Make ``trial.set_user_attr`` skip a write of the value the attribute already holds from this
+    worker: every write is a storage operation (a journal append with its fsync), and the
+    evaluator records ``accuracy`` and ``epochs`` after each epoch and again at the end. Only this
+    worker writes the attributes of its running trial (another worker that fails it as stale
+    writes ``reason``, which refuses every later write anyway), so the skipped writes change
+    nothing in the storage."""
+    write = trial.set_user_attr
+    written: dict[str, Any] = {}
+
+    def set_user_attr(key: str, value: Any) -> None:
+        if key in written and type(written[key]) is type(value) and written[key] == value:
+            return
+        write(key, value)
+        written[key] = value
+
+    trial.set_user_attr = set_user_attr  # type: ignore[method-assign]
+
+
+def _check_slot(study: optuna.Study, trial: optuna.Trial, budget: int | None, counter: BudgetCounter) -> None:
     """Raise :class:`BudgetTaken` if this trial is beyond the global budget or runs an enqueued
     point that another trial already holds."""
-    trials = study.get_trials(deepcopy=False)
-    frozen = next(t for t in trials if t._trial_id == trial._trial_id)
-    twin = twin_of(trials, frozen)
-    if twin is not None:
-        trial.set_user_attr("reason", f"duplicate of trial {twin} (enqueued twice)")
-        raise BudgetTaken(f"its point is already trial {twin}")
-    if budget is None or not over_budget(study, trial, budget):
+    frozen = study._storage.get_trial(trial._trial_id)
+    if fixed_point(frozen) is not None:
+        twin = twin_of(study.get_trials(deepcopy=False), frozen)
+        if twin is not None:
+            trial.set_user_attr("reason", f"duplicate of trial {twin} (enqueued twice)")
+            raise BudgetTaken(f"its point is already trial {twin}")
+    if budget is None:
+        return
+    counter.refresh(study)
+    if counter.ahead_of(trial.number) < budget:
         return
     trial.set_user_attr("reason", "surplus: the budget was already taken by other workers")
     if fixed_point(frozen) is not None or "failed_trial" in frozen.system_attrs:

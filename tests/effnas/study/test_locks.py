@@ -1,0 +1,50 @@
+"""The journal lock breaks a dead local holder's lock at once and waits for a live one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from effnas.study.locks import HolderSymlinkLock
+
+HOLD = ("import sys, time; from effnas.study.locks import HolderSymlinkLock; "
+        "lock = HolderSymlinkLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2])); lock.release()")
+
+
+def _holder(path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_dead_holders_lock_is_broken_at_once(tmp_path, caplog):
+    journal = tmp_path / "study.journal"
+    proc = _holder(journal, 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.lexists(f"{journal}.lock")  # left behind, as after kill -9 inside a journal write
+    lock = HolderSymlinkLock(str(journal), grace_period=30)
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="effnas"):
+        assert lock.acquire()
+    assert time.monotonic() - start < 5  # Optuna alone waits out its 30 s grace period
+    assert "is gone" in caplog.text
+    lock.release()
+    assert not os.path.lexists(f"{journal}.lock") and not os.path.exists(f"{journal}.lock.holder")
+
+
+def test_a_live_holder_is_waited_for(tmp_path):
+    journal = tmp_path / "study.journal"
+    proc = _holder(journal, 1.5)
+    lock = HolderSymlinkLock(str(journal), grace_period=30)
+    start = time.monotonic()
+    assert lock.acquire()
+    waited = time.monotonic() - start
+    lock.release()
+    proc.wait(timeout=30)
+    assert proc.returncode == 0 and waited >= 0.5  # not broken: the holder released it itself
