@@ -7,8 +7,9 @@ exit status 2 -- Hydra's own multi-line errors never reach the user. ``--cfg job
 answered here too, with passwords redacted. Then Hydra runs the command (single run or
 ``-m`` multirun with any launcher); inside, the task gets the typed config.
 
-Exit codes: 0 done, 1 the command ran but produced nothing (e.g. no trial completed), 2 a user
-error, 130 / 143 interrupted by SIGINT / SIGTERM (results written first).
+Exit codes: 0 done, 1 the command ran but produced nothing (e.g. no trial completed) or a launcher
+job (worker) ended without a result (``effnas.launchers.WorkerJobsFailed``), 2 a user error,
+130 / 143 interrupted by SIGINT / SIGTERM (results written first).
 """
 
 from __future__ import annotations
@@ -332,6 +333,9 @@ def _run_task(task: Callable[[Any], int | None], cfg: Any) -> int:
 def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[str] | None = None) -> int:
     """The whole command: check the command line, then run ``task`` under ``hydra.main``.
     Returns the exit code (console scripts ``sys.exit`` with it)."""
+    from .threads import configure
+
+    configure(warn=False)  # OMP_WAIT_POLICY=PASSIVE where unset: read by OpenMP when torch loads (effnas.threads)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         jobs, flags = check_command_line(config_name, argv)
@@ -348,9 +352,11 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
     import optuna
 
     from .config import register_groups
+    from .launchers import register_launchers
     from .secrets import redact_log_records
 
     register_groups()
+    register_launchers()  # hydra/launcher=slurm's class, also from an editable install
     redact_log_records()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # effnas prints its own one-line progress
     outcome = {"code": 0}
@@ -372,7 +378,7 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
         return int(done.code or 0) if not isinstance(done.code, str) else 2
     except Exception as exc:  # noqa: BLE001 -- anything Hydra or a launcher raised
         try:
-            fail(_first_line(exc))
+            fail(_first_line(exc), getattr(exc, "exit_code", 2))  # effnas.launchers.WorkerJobsFailed: 1
         except SystemExit as done:
             return int(done.code)
     finally:

@@ -139,10 +139,6 @@ TABLES: dict[str, Table] = {t.stem: t for t in (TRIALS, GRID, FAMILY)}
 TRIAL_COLUMNS: Mapping[str, str] = TRIALS.columns
 
 
-def _user(trial: optuna.trial.FrozenTrial, key: str) -> Any:
-    return trial.user_attrs.get(key)
-
-
 def _retried_trial_number(trial: optuna.trial.FrozenTrial) -> int | None:
     """The first trial of the retry chain this trial continues: optuna's record (retries of dead or
     interrupted workers' trials), else effnas's ``retry_of`` user attribute.

@@ -9,6 +9,11 @@ BN statistics after short training: with TF's BN momentum (PyTorch 0.01) the run
 are still mostly their initial values after a few hundred steps and the eval-mode accuracy is at
 chance (measured: 10% vs 79% on Fashion-MNIST). The default here is 0.1, and
 ``bn_recalibrate_batches`` re-estimates the statistics on training batches before validation.
+
+Threads: ``threads: null`` trains with :func:`effnas.threads.default_threads` -- the CPUs this
+process may use (affinity mask, capped by ``SLURM_CPUS_PER_TASK`` and a set ``OMP_NUM_THREADS``),
+not torch's own default; ``threads=N`` uses N. Torch's thread count is restored afterwards. How
+idle OpenMP threads wait is set by the environment before torch is imported (:mod:`effnas.threads`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from search_space import ArchSpec, build_model
 from .data import Batches, DataSplits, ImageDataset
 from .optim import OPTIMIZERS, SCHEDULES
 from .schema import Schema, rule
+from .threads import resolve_threads
 
 __all__ = ["ProxyConfig", "TrainConfig", "TrainResult", "Diverged", "train_and_evaluate", "evaluate",
            "resolve_device"]
@@ -67,7 +73,7 @@ class ProxyConfig(Schema):
     bn_recalibrate_batches: int = rule(10, ge=0)   # re-estimate BN statistics before validating
     augment: bool = True
     flip: bool = True
-    threads: Optional[int] = rule(None, ge=1)      # torch threads per worker; null = torch's default
+    threads: Optional[int] = rule(None, ge=1)      # torch threads per worker; null = the CPUs it may use
     device: str = "auto"                           # auto | cpu | cuda[:N]
     channels_last: bool = True
     eval_batch_size: int = rule(500, ge=1)
@@ -170,8 +176,9 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                          f"dataset {data.name} has {data.num_classes} / {data.in_channels}")
     device = resolve_device(cfg.device)
     old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = resolve_threads(cfg.threads)
+    if threads != old_threads:
+        torch.set_num_threads(threads)
     try:
         torch.manual_seed(cfg.seed)
         model = build_model(spec, bn_momentum=cfg.bn_momentum).to(device)
@@ -226,4 +233,5 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                            images_per_second=images / max(train_time, 1e-9), history=history,
                            model=model if keep_model else None)
     finally:
-        torch.set_num_threads(old_threads)
+        if torch.get_num_threads() != old_threads:
+            torch.set_num_threads(old_threads)

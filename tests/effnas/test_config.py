@@ -30,10 +30,10 @@ LAUNCHERS = ["basic", "joblib", "local", "slurm", "submitit_local", "submitit_sl
 
 def test_every_root_has_groups():
     assert {a: _groups(a) for a in sorted(ROOTS)} == {
-        "nas_search": ["dataset", "proxy", "space", "sampler", "pruner", "storage", "objective"],
+        "nas_search": ["dataset", "proxy", "space", "sampler", "pruner", "storage", "objective", "rerank"],
         "nas_train": ["dataset", "proxy"], "scale_family": ["dataset", "proxy"],
         "scale_search": ["dataset", "proxy", "storage"]}
-    assert len(CASES) == (4 + 2 + 1 + 3 + 4 + 3 + 2) + (4 + 2) + (4 + 2) + (4 + 2 + 3)
+    assert len(CASES) == (4 + 2 + 1 + 3 + 4 + 3 + 2 + 2) + (4 + 2) + (4 + 2) + (4 + 2 + 3)
 
 
 @pytest.mark.parametrize("app, group, option", CASES)

@@ -150,7 +150,7 @@ def test_sqlite_warns_when_workers_share_it(tmp_path, caplog, no_hydra, launcher
 def test_launcher_configs_compose(tmp_path, no_hydra):
     slurm = _hydra_job(tmp_path, "hydra/launcher=slurm", multirun=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher")
-    assert slurm.partition and slurm.timeout_min > 0 and slurm.cpus_per_task >= 1 and slurm.array_parallelism >= 1
+    assert slurm.partition is None and slurm.timeout_min > 0 and slurm.cpus_per_task >= 1 and slurm.array_parallelism >= 1
     assert slurm.signal_delay_s > 0
     local = _hydra_job(tmp_path, "hydra/launcher=local", multirun=True).hydra.launcher
     assert local._target_.endswith("submitit_launcher.LocalLauncher") and local.timeout_min >= 24 * 60
