@@ -108,6 +108,9 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.results).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs = Runs(out / "pipeline.json")
@@ -163,8 +166,10 @@ def main() -> None:
     table = [train(n, s, seeds) for n, s in nets.items()]
 
     # 3. stage 2 and the families --------------------------------------------------------------
+    smoke_grid = {"grid": {"alpha": [1.0, 1.2], "beta": [1.0, 1.1], "gamma": [1.0, 1.2], "step": 0.1,
+                           "tol": 0.25, "mode": "product"}, "min_base_resolution": 32} if smoke else {}
     scale = run_scale_search({"results_dir": str(out), "base": str(out / "stage1" / "best.json"),
-                              "search": {"study_name": "stage2"}, "proxy": {**tiny}})
+                              "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid})
     coeff = scale.folder / "coefficients.yaml"
     upto = 1 if smoke else args.family_upto
     ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),

@@ -330,6 +330,33 @@ def _run_task(task: Callable[[Any], int | None], cfg: Any) -> int:
     return 0
 
 
+def _early_signals() -> None:
+    """Until the work installs its own handlers (``effnas.study.handle_signals``), SIGTERM ends the
+    command like Ctrl-C does: one line and exit 143 (SIGTERM's default would kill it silently)."""
+    import signal
+
+    from .study.signals import Interrupted
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Interrupted("SIGTERM")
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _interrupted(exc: BaseException) -> int:
+    from .study.signals import exit_code
+
+    name = getattr(exc, "signame", "SIGINT")
+    try:
+        fail(f"interrupted by {name} before any work was done; nothing was written", exit_code(name))
+    except SystemExit as done:
+        return int(done.code)
+    return exit_code(name)
+
+
 def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[str] | None = None) -> int:
     """The whole command: check the command line, then run ``task`` under ``hydra.main``.
     Returns the exit code (console scripts ``sys.exit`` with it)."""
@@ -337,6 +364,7 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
 
     configure(warn=False)  # OMP_WAIT_POLICY=PASSIVE where unset: read by OpenMP when torch loads (effnas.threads)
     argv = list(sys.argv[1:] if argv is None else argv)
+    _early_signals()
     try:
         jobs, flags = check_command_line(config_name, argv)
         if flags.get("--cfg") or flags.get("-c"):
@@ -347,6 +375,8 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
             fail(str(exc))
         except SystemExit as done:
             return int(done.code)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
 
     import hydra
     import optuna
@@ -376,6 +406,8 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
         _main()
     except SystemExit as done:
         return int(done.code or 0) if not isinstance(done.code, str) else 2
+    except KeyboardInterrupt as exc:  # while Hydra starts, before the task's own handling
+        return _interrupted(exc)
     except Exception as exc:  # noqa: BLE001 -- anything Hydra or a launcher raised
         try:
             fail(_first_line(exc), getattr(exc, "exit_code", 2))  # effnas.launchers.WorkerJobsFailed: 1

@@ -65,3 +65,23 @@ def test_nas_train_on_a_folder_with_test_reports_test_accuracy(tmp_path: Path, c
     assert not [r for r in caplog.records if r.levelno == logging.WARNING and "test split" in r.getMessage()]
     assert 0 <= metrics["test_accuracy"] <= 1
     assert any("16 train / 8 minival / 6 test images" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_nas_train_interrupted_exits_130_or_143_and_saves_nothing(tmp_path, signame, code):
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(["nas-train", f"results_dir={tmp_path}", "proxy.train_size=4096", "proxy.epochs=50",
+                             "proxy.threads=1"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # training starts after this line
+        if "nas-train:" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and signame in lines[0] and "Traceback" not in err, err
+    assert not list((tmp_path / "train").glob("*/model.pt")) if (tmp_path / "train").exists() else True
