@@ -22,7 +22,7 @@ from effnas.results import TRIAL_COLUMNS
 from nas.search import run_search
 from search_space import ArchSpec, count_flops, count_params, default_space
 
-TINY = ["proxy.train_size=512", "proxy.minival_size=500", "proxy.epochs=1", "proxy.threads=1",
+TINY = ["rerank=none", "proxy.train_size=512", "proxy.minival_size=500", "proxy.epochs=1", "proxy.threads=1",
         "proxy.bn_recalibrate_batches=2"]
 
 
@@ -41,6 +41,7 @@ def tiny_cfg(tmp: Path, **overrides) -> dict:
         "storage": {"kind": "journal"},
         "objective": {"metric": "flops", "target": "auto", "w": -0.07},
         "search": {"study_name": "t", "n_trials": 3, "seed": 0, "warm_start": []},
+        "rerank": {"k": 0},
         "proxy": {"epochs": 1, "train_size": 256, "minival_size": 200, "resolution": 32, "threads": 1,
                   "bn_recalibrate_batches": 2},
     }

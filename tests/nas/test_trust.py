@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-TINY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "proxy.threads=1",
+TINY = ["rerank=none", "proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "proxy.threads=1",
         "proxy.bn_recalibrate_batches=2", "proxy.eval_batch_size=200"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -119,7 +119,7 @@ def test_nas_search_on_a_fresh_machine_names_the_fixes(tmp_path: Path, monkeypat
     source = data.get_source("fashion_mnist")
     monkeypatch.setitem(registry.SOURCES, "fashion_mnist", dataclasses.replace(source, default_root=tmp_path / "nope"))
     monkeypatch.chdir(tmp_path)
-    code = run_app("nas_search", search_task, [f"results_dir={tmp_path / 'results'}", "proxy.threads=1"])
+    code = run_app("nas_search", search_task, [f"results_dir={tmp_path / 'results'}", "proxy.threads=1", "rerank=none"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: fashion_mnist: root ") and "apt-get install dataset-fashion-mnist" in err[0]

@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from effnas.study import make_storage, storage_config
 
 HOST = socket.gethostname()
-TINY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "proxy.threads=1",
+TINY = ["rerank=none", "proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "proxy.threads=1",
         "proxy.bn_recalibrate_batches=2"]
 # long enough (several seconds on 2 shared cores) to catch a trial in the middle of its training
 SLOW = ["proxy.train_size=1024"]
