@@ -199,9 +199,8 @@ def test_postgres_worker_killed_mid_trial_is_failed_after_grace_and_retried(work
     storage = storage_of(postgres_db, None)
     args = ["storage=postgres", f"storage.url={postgres_db}", "storage.heartbeat_interval=1",
             f"storage.grace_period={grace}", f"search.study_name={name}", f"search.n_trials={budget}", *TINY]
-    # worker 0 trains slowly, so that it is caught in the middle of a trial
-    procs = [workers.start(*args, "worker=0", *SLOW)] + [workers.start(*args, f"worker={i}", "proxy.train_size=512")
-                                                       for i in (1, 2)]
+    # trials long enough that worker 0 is caught in the middle of one (one protocol for all workers)
+    procs = [workers.start(*args, f"worker={i}", *SLOW) for i in (0, 1, 2)]
     victim, survivors = procs[0], procs[1:]
     doomed = wait_for(running_trial_of(storage, name, victim), "a trial of worker 0 in training", workers,
                       alive=procs)
@@ -243,7 +242,7 @@ def test_journal_worker_killed_mid_trial_is_recovered_by_restarted_workers(worke
     left = {t.number: t for t in trials_of(storage, name)}[doomed.number]
     assert left.state == TrialState.RUNNING  # nobody else knows it died yet
 
-    restarted = [workers.start(*args, f"worker={i}") for i in (1, 2)]
+    restarted = [workers.start(*args, f"worker={i}", *SLOW) for i in (1, 2)]  # the study's protocol
     assert workers.wait(restarted) == [0, 0], workers.describe()
 
     trials = trials_of(storage, name)
