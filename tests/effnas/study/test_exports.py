@@ -68,7 +68,7 @@ def patch_training(setattr_=setattr) -> None:
 
 
 def search_config(results: Path, name: str, n_trials: int) -> dict:
-    return {"results_dir": str(results), "search": {"study_name": name, "n_trials": n_trials}, "rerank": {"k": 0},
+    return {"results_dir": str(results), "search": {"study_name": name, "n_trials": n_trials},
             "proxy": {"train_size": 64, "minival_size": 32, "epochs": 1, "threads": 1, "device": "cpu"}}
 
 
