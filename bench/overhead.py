@@ -13,15 +13,16 @@ For each n, back to back in one process, each in a fresh folder with a journal f
 * **tool**: ``nas.search.run_search`` itself -- the real worker loop, evaluator, duplicate check,
   exports, ``best.json`` and progress lines -- with ``effnas.evaluate.train_and_evaluate``
   patched to report one epoch and return the same made-up accuracy at once, on a tiny synthetic
-  dataset (``load_data`` patched: nothing is read from disk), no warm starts (the plain loop has
-  none).
+  dataset (``load_data`` patched: nothing is read from disk), without warm starts and without the
+  top-k re-evaluation after the budget (the plain loop has neither).
 
 The made-up accuracy is a hash of the architecture and the reward is ``nas-search``'s (FLOPs
 against T), so both loops return the same values and their samplers propose the same
-architectures: the difference is the tool's own work. Times are taken at every objective call
+architectures (checked: the "same points" column): the difference is the tool's own work. Times are taken at every objective call
 (wall and this process's CPU time); per-trial times are reported per window of ``--window``
-trials, then the mean over the whole run. The progress lines are made (INFO) and dropped. The last line is the tool/plain ratio of
-the per-trial wall time at the largest n (``<ratio> x``); the goal is <= 1.1, flat in n.
+trials, then the mean over the whole run. The progress lines are made (INFO) and dropped. The
+last line is the tool/plain ratio of the per-trial wall time at the largest n (``<ratio> x``);
+the goal is <= 1.1, flat in n.
 
 Multivariate TPE's own cost grows with the number of trials (10,000 trials take tens of minutes
 on 2 cores, twice: plain and tool); ``--sizes`` picks what to run.
@@ -68,6 +69,7 @@ class Clock:
 
     def __init__(self) -> None:
         self.marks: list[tuple[float, float]] = []
+        self.points: list[dict] = []  # the parameters of every trial, in order
 
     def tick(self) -> None:
         self.marks.append((time.perf_counter(), time.process_time()))
@@ -129,6 +131,7 @@ def run_plain(folder: Path, n: int, seed: int) -> Clock:
 
     study.optimize(objective, n_trials=n, gc_after_trial=False)
     clock.tick()
+    clock.points = [t.params for t in study.get_trials(deepcopy=False)]
     return clock
 
 
@@ -160,6 +163,9 @@ def run_tool(folder: Path, n: int, seed: int) -> Clock:
             setattr(obj, name, value)
     clock.tick()
     assert outcome.best is not None
+    journal = optuna.storages.journal.JournalFileBackend(str(folder / "tool" / "study.journal"))
+    study = optuna.load_study(study_name="tool", storage=optuna.storages.JournalStorage(journal))
+    clock.points = [t.params for t in study.get_trials(deepcopy=False)]
     return clock
 
 
@@ -189,8 +195,10 @@ def main() -> None:
             t2 = time.perf_counter()
         pw, pc = plain.mean()
         tw, tc = tool.mean()
-        rows.append((n, pw, tw, pc, tc))
-        print(f"n={n}: plain {t1 - t0:.1f}s, tool {t2 - t1:.1f}s (including set-up)", flush=True)
+        same = sum(a == b for a, b in zip(plain.points, tool.points))
+        rows.append((n, pw, tw, pc, tc, same))
+        print(f"n={n}: plain {t1 - t0:.1f}s, tool {t2 - t1:.1f}s (including set-up); same points {same}/{n}",
+              flush=True)
         if not args.quiet_windows:
             print(f"  {'trials':>13} {'plain ms':>9} {'tool ms':>9} {'ratio':>6} {'plain cpu':>9} "
                   f"{'tool cpu':>9} {'ratio':>6}")
@@ -200,10 +208,11 @@ def main() -> None:
                       f"{bc:9.2f} {bc / ac:6.2f}", flush=True)
     print()
     print(f"{'n':>6} | {'plain ms/trial':>14} | {'tool ms/trial':>13} | {'wall ratio':>10} | "
-          f"{'plain cpu ms':>12} | {'tool cpu ms':>11} | {'cpu ratio':>9}")
-    for n, pw, tw, pc, tc in rows:
-        print(f"{n:>6} | {pw:14.2f} | {tw:13.2f} | {tw / pw:10.3f} | {pc:12.2f} | {tc:11.2f} | {tc / pc:9.3f}")
-    n, pw, tw, _, _ = rows[-1]
+          f"{'plain cpu ms':>12} | {'tool cpu ms':>11} | {'cpu ratio':>9} | same points")
+    for n, pw, tw, pc, tc, same in rows:
+        print(f"{n:>6} | {pw:14.2f} | {tw:13.2f} | {tw / pw:10.3f} | {pc:12.2f} | {tc:11.2f} | {tc / pc:9.3f} | "
+              f"{same}/{n}")
+    n, pw, tw, _, _, _ = rows[-1]
     print(f"{tw / pw:.3f} x")
 
 

@@ -293,6 +293,8 @@ class _RowCache:
                 rows.append(row)
             df = _rows_frame(rows, self.param_names)
             dtypes = tuple(str(d) for d in df.dtypes)
+            if not all(d in _CSV_CELL for d in dtypes):  # a column type this writer does not know
+                return df, df.to_csv(index=False)
             if dtypes != self.line_dtypes:  # a stage-choice column changed type: lines are stale
                 self.lines.clear()
                 self.line_dtypes = dtypes

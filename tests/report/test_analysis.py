@@ -14,6 +14,7 @@ import pytest
 from effnas.io import write_table
 from effnas.results import TRIALS
 from report import leaderboard, load_results, param_importances, pareto_front, summarize
+from report.load import CHOICE_COLUMN
 
 # ------------------------------------------------------------------------------ Pareto front
 
@@ -68,7 +69,7 @@ def test_summary_leaderboard_and_importance_of_a_real_run(real_run: Path, best_o
     if complete >= 3 and df.loc[df["state"] == "COMPLETE", "reward"].nunique() > 1:
         assert imp is not None, note
         assert imp.sum() == pytest.approx(1.0) and (imp >= 0).all()
-        assert set(imp.index) <= {c for c in df.columns if re.match(r"^s\d+_", c)}
+        assert set(imp.index) <= {c for c in df.columns if CHOICE_COLUMN.match(c)}  # s3_kernel, activation
         assert "trials table" in note
     else:
         assert imp is None and note.startswith("skipped")

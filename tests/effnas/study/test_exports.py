@@ -120,7 +120,8 @@ def test_final_table_of_a_throttled_run_is_the_storage(tmp_path, monkeypatch):
     table = assert_table_is_storage(folder, "thr", param_names(tmp_path, "thr", 12))
     assert len(exported) == 2 and exported[0] < exported[1] == len(table)  # first trial, then the end
     assert table["state"].isin(["COMPLETE", "PRUNED"]).sum() >= 12
-    assert table["rerank_of"].notna().sum() == 6  # the re-evaluations ran, throttled too
+    rerank = as_config("nas_search", search_config(tmp_path, "thr", 12)).rerank
+    assert table["rerank_of"].notna().sum() == rerank.k * rerank.seeds  # the re-evaluations, throttled too
     best = json.loads((folder / "best.json").read_text())
     assert best["trial"] == outcome.best["trial"] and best["trial"] in set(table["number"])
 
@@ -155,6 +156,57 @@ def test_exports_come_at_least_every_interval_and_no_more_often(tmp_path):
     assert len(exports) <= (ends[-1] - ends[0]) / interval + 1 < len(ends)
     throttle(export, study, force=True)  # the end of the run (on demand)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "trials.parquet"), trials_frame(study.get_trials(), ["x"]))
+
+
+def test_workers_exporting_together_never_go_back_in_time(tmp_path):
+    """Three workers (threads, each with its own storage) export one study through throttles of
+    0.05 s while a reader watches the files: every table read is whole, none has fewer finished
+    trials than one read before it (a worker never replaces a newer table with its older snapshot:
+    the storage is read under the folder's lock), and the last one is the storage."""
+    import threading
+
+    journal_study(tmp_path)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            study = optuna.load_study(study_name="s", storage=make_storage(storage_config(), tmp_path),
+                                      sampler=optuna.samplers.RandomSampler(seed=i))
+            throttle = Throttle(seconds=0.05, share=0.0)
+
+            def objective(trial: optuna.Trial) -> float:
+                time.sleep(0.01)
+                return quadratic(trial)
+
+            run_worker(study, objective, budget=60, poll_seconds=0.05,
+                       on_trial=lambda s, t: throttle(export_study, s, tmp_path, ["x"]))
+            throttle(export_study, study, tmp_path, ["x"], force=True)
+        except BaseException as exc:  # noqa: BLE001 -- reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    finished, reads = -1, 0
+    while any(t.is_alive() for t in threads):
+        path = tmp_path / "trials.parquet"
+        if path.exists():
+            with open(path, "rb") as handle:  # one open file: the old or the new one, whole
+                df = pd.read_parquet(handle)
+            assert df["number"].tolist() == list(range(len(df)))
+            now = int(df["state"].isin(["COMPLETE", "PRUNED", "FAIL"]).sum())
+            assert now >= finished, (now, finished)
+            finished, reads = now, reads + 1
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert reads > 3
+    study = journal_study(tmp_path)
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials()) == 60
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "trials.parquet"), trials_frame(study.get_trials(), ["x"]))
+    assert (tmp_path / "trials.csv").read_text() == trials_frame(study.get_trials(), ["x"]).to_csv(index=False)
 
 
 SIGNAL_RUN = """
