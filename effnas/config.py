@@ -1,8 +1,8 @@
 """Typed configs for every command: the group options in Hydra's ConfigStore, loading and checking.
 
-Group options come from the registries (``dataset``, ``sampler``, ``pruner``, ``storage``) and from
-the schemas' own presets (``proxy``: ``search`` and ``full``; ``objective``: ``soft`` and ``hard``;
-``space``: ``mnasnet``). The root configs (``conf/<command>.yaml``) are defaults lists over a
+Group options come from the registries (``dataset``, ``sampler``, ``pruner``, ``storage``,
+``evaluator``) and from the schemas' own presets (``proxy``: ``search`` and ``full``; ``objective``:
+``soft`` and ``hard``; ``space``: ``mnasnet``). The root configs (``conf/<command>.yaml``) are defaults lists over a
 root schema each stage registers with :func:`register_root`. Every option is a :class:`Schema`
 dataclass: Hydra rejects wrong types and unknown keys while composing, and :func:`to_typed`
 builds the objects, which runs every value rule (:mod:`effnas.schema`).
@@ -28,7 +28,7 @@ __all__ = ["SpaceConfig", "register_root", "register_groups", "load", "as_config
 CONFIG_MODULE = "effnas_conf"
 ROOTS: dict[str, type] = {}
 # The key of a group's node that names its option, for plain-dict configs (``{"sampler": {"name": ...}}``).
-GROUP_SELECTORS = {"dataset": "name", "sampler": "name", "pruner": "name", "storage": "kind"}
+GROUP_SELECTORS = {"dataset": "name", "sampler": "name", "pruner": "name", "storage": "kind", "evaluator": "name"}
 
 
 @dataclass
@@ -76,12 +76,13 @@ def register_groups() -> None:
     from .data import dataset_configs
     from .objective import ObjectiveConfig
     from .study import PRUNERS, SAMPLERS, STORAGES
+    from .supernet.config import EVALUATORS
     from .train import ProxyConfig
 
     cs = ConfigStore.instance()
     for name, node in dataset_configs().items():
         cs.store(group="dataset", name=name, node=node)
-    for registry in (SAMPLERS, PRUNERS, STORAGES):
+    for registry in (SAMPLERS, PRUNERS, STORAGES, EVALUATORS):
         for name, cls in registry.items():
             cs.store(group=registry.group, name=name, node=cls)
     cs.store(group="objective", name="soft", node=ObjectiveConfig)

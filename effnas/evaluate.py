@@ -19,7 +19,7 @@ from .objective import Reward, cost_of
 from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
 from .study.enqueue import DUPLICATE, SearchExhausted
-from .train import Diverged, ProxyConfig, train_and_evaluate
+from .train import Diverged, ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
 
@@ -37,15 +37,20 @@ class Evaluator:
     records ``duplicate_of`` and -- when the twin is finished -- the twin's result (COMPLETE with the
     same value, so the sampler learns it; PRUNED likewise), otherwise it ends as FAIL. Such trials do
     not use the budget (:func:`effnas.study.enqueue.counts_toward_budget`). ``arch_of`` gives the
-    architecture of an enqueued (WAITING) trial from its parameters."""
+    architecture of an enqueued (WAITING) trial from its parameters.
+
+    ``trainer`` replaces :func:`~effnas.train.train_and_evaluate` (same arguments and result): the
+    ``supernet`` evaluator (:class:`effnas.supernet.SupernetEvaluator`) scores with inherited weights."""
 
     max_duplicates_in_a_row = 200
 
     def __init__(self, data: DataSplits, train: ProxyConfig, reward: Reward, *, max_flops: float | None,
                  max_params: float | None, seed: int, multi_objective: bool = False,
                  prune: bool = True, dedupe: bool = False,
-                 arch_of: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+                 arch_of: Callable[[dict[str, Any]], str | None] | None = None,
+                 trainer: Callable[..., TrainResult] | None = None) -> None:
         self.data, self.train, self.reward = data, train, reward
+        self.trainer = trainer
         self.max_flops, self.max_params = max_flops, max_params
         self.seed = seed
         self.multi_objective, self.prune = multi_objective, prune
@@ -135,9 +140,10 @@ class Evaluator:
                 raise optuna.TrialPruned(reason)
 
         try:
-            result = train_and_evaluate(spec.replace(resolution=res) if res != spec.resolution else spec,
-                                        self.data, cfg, on_epoch,
-                                        progress=lambda m: log.debug("trial %d %s", trial.number, m))
+            trainer = self.trainer or train_and_evaluate  # looked up now: tests patch the module's
+            result = trainer(spec.replace(resolution=res) if res != spec.resolution else spec,
+                             self.data, cfg, on_epoch,
+                             progress=lambda m: log.debug("trial %d %s", trial.number, m))
         except Diverged as exc:
             trial.set_user_attr("reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None

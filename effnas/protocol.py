@@ -4,7 +4,8 @@ protocols never mix in one study.
 
 The protocol holds the data's identity (dataset name, root folder and a fingerprint of the images
 and labels the trials see), the resolution, the training budget and recipe, and -- from each stage --
-the objective and the space (stage 1) or the base network (stage 2). What does not change a score
+the objective and the space (stage 1) or the base network (stage 2), and the evaluator's settings
+(a supernet's accuracies never mix with stand-alone ones). What does not change a score
 may differ between runs: threads, device, evaluation batch size, memory format, timeouts, budgets,
 samplers, storages.
 """
@@ -45,6 +46,12 @@ def data_identity(dataset: Any, data: DataSplits) -> dict[str, Any]:
     }
 
 
-def training_protocol(proxy: ProxyConfig) -> dict[str, Any]:
-    """The proxy config minus what does not change a score."""
-    return {k: v for k, v in dataclasses.asdict(proxy).items() if k not in NOT_PROTOCOL}
+def training_protocol(proxy: ProxyConfig, evaluator: Any = None) -> dict[str, Any]:
+    """The proxy config minus what does not change a score, and -- under ``evaluator`` -- the
+    evaluator's settings where it has any (``evaluator=supernet``; the default ``proxy`` evaluator
+    adds nothing, so studies made before the evaluator group resume unchanged)."""
+    out = {k: v for k, v in dataclasses.asdict(proxy).items() if k not in NOT_PROTOCOL}
+    extra = evaluator.protocol() if evaluator is not None else None
+    if extra is not None:
+        out["evaluator"] = extra
+    return out

@@ -61,6 +61,7 @@ class NasSearchConfig(Schema):
     storage: Any = MISSING
     objective: Any = MISSING
     rerank: Any = MISSING
+    evaluator: Any = MISSING
 
 
 @dataclass

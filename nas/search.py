@@ -25,6 +25,7 @@ from effnas.protocol import data_identity, training_protocol
 from effnas.runs import save_config, study_folder
 from effnas.study import BudgetTaken, Interrupted, enqueue_once, handle_signals, open_study, run_worker, worker_id
 from effnas.study.enqueue import sampler_stream
+from effnas.supernet import SupernetConfig
 from effnas.task import load_data
 from search_space import ArchSpec, SearchSpace, resolve_arch
 
@@ -46,7 +47,7 @@ class SearchOutcome:
 
 
 def _best_record(study: optuna.Study, meta: dict[str, Any], space: SearchSpace,
-                 rerank: Any = None) -> dict[str, Any] | None:
+                 rerank: Any = None, evaluator: str = "proxy") -> dict[str, Any] | None:
     best = best_trial(study)
     if best is None:
         return None
@@ -63,7 +64,7 @@ def _best_record(study: optuna.Study, meta: dict[str, Any], space: SearchSpace,
         meta["beta"] else None, "alpha": meta["alpha"], "beta": meta["beta"], "metric": meta["metric"],
         "study": study.study_name, "trial": best.number, "seed": a.get("seed"),
         "choices": dict(best.params), "space_size": space.size,
-        "selected_by": "rerank" if summary is not None and summary["complete"] else "proxy",
+        "selected_by": "rerank" if summary is not None and summary["complete"] else evaluator,
         "rerank": None if summary is None else {
             **summary, "protocol": {"k": rerank.k, "seeds": rerank.seeds, "epochs": rerank.epochs,
                                     "train_size": rerank.train_size}},
@@ -95,7 +96,7 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
             "space": space.base.to_string(), "space_size": space.size, "num_classes": data.num_classes,
             "in_channels": data.in_channels}
     protocol = {"data": {**data_identity(cfg.dataset, data), "split_seed": seed},
-                "proxy": training_protocol(proxy),
+                "proxy": training_protocol(proxy, cfg.evaluator),
                 "objective": {"metric": objective.metric, "T": reward.target, "alpha": reward.alpha,
                               "beta": reward.beta, "max_flops": objective.max_flops,
                               "max_params": objective.max_params, "multi_objective": multi},
@@ -123,7 +124,7 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
 
     def export(study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> dict | None:
         export_study(study, folder, param_names)
-        record = _best_record(study, meta, space, cfg.rerank)
+        record = _best_record(study, meta, space, cfg.rerank, cfg.evaluator.name)
         if record is not None:
             write_json(record, folder / "best.json")
         if multi:
@@ -149,6 +150,9 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
     interrupted = None
     with handle_signals():
         try:
+            if isinstance(cfg.evaluator, SupernetConfig):  # trained (or loaded) before the first trial
+                runner.trainer = _supernet(cfg, space, data)
+                runner.prune = False  # one score per trial: nothing for a pruner to judge early
             run_worker(study, objective_fn, budget=search.n_trials, timeout=search.timeout,
                        max_retry=cfg.storage.max_retry, on_trial=on_trial)
         except Interrupted as exc:
@@ -162,6 +166,22 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
                 interrupted = exc.signame
         best = export(study)  # inside the handler: a second Ctrl-C here cannot tear the files
     return SearchOutcome(folder, study_name, best, _counts(study), interrupted)
+
+
+def _supernet(cfg: NasSearchConfig, space: SearchSpace, data: Any) -> Any:
+    """The ``supernet`` evaluator: the study's supernet from its cache (trained there first by
+    whichever worker comes first; the others wait and load it)."""
+    from effnas.supernet.evaluate import supernet_evaluator
+
+    from effnas.train import Diverged
+
+    ev = cfg.evaluator
+    cache = Path(ev.cache_dir) if ev.cache_dir else Path(cfg.results_dir) / "supernets"
+    try:
+        return supernet_evaluator(ev, cfg.dataset, cfg.proxy, space, data, cfg.search.seed, cache)
+    except Diverged as exc:
+        lr = ev.lr if ev.lr is not None else "null: the proxy's"
+        raise ValueError(f"{exc}: lower evaluator.lr (now {lr})") from None
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:

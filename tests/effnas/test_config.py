@@ -30,10 +30,11 @@ LAUNCHERS = ["basic", "joblib", "local", "slurm", "submitit_local", "submitit_sl
 
 def test_every_root_has_groups():
     assert {a: _groups(a) for a in sorted(ROOTS)} == {
-        "nas_search": ["dataset", "proxy", "space", "sampler", "pruner", "storage", "objective", "rerank"],
+        "nas_search": ["dataset", "proxy", "space", "sampler", "pruner", "storage", "objective", "rerank",
+                       "evaluator"],
         "nas_train": ["dataset", "proxy"], "scale_family": ["dataset", "proxy"],
         "scale_search": ["dataset", "proxy", "storage"]}
-    assert len(CASES) == (4 + 2 + 1 + 3 + 4 + 3 + 2 + 2) + (4 + 2) + (4 + 2) + (4 + 2 + 3)
+    assert len(CASES) == (4 + 2 + 1 + 3 + 4 + 3 + 2 + 2 + 2) + (4 + 2) + (4 + 2) + (4 + 2 + 3)
 
 
 @pytest.mark.parametrize("app, group, option", CASES)
@@ -63,11 +64,13 @@ def test_every_launcher_composes(launcher):
 def test_group_options_come_from_the_registries():
     from effnas.data import dataset_names
     from effnas.study import PRUNERS, SAMPLERS, STORAGES
+    from effnas.supernet import EVALUATORS
 
     assert group_options("dataset") == sorted(dataset_names())
     assert group_options("sampler") == sorted(SAMPLERS.names())
     assert group_options("pruner") == sorted(PRUNERS.names())
     assert group_options("storage") == sorted(STORAGES.names())
+    assert group_options("evaluator") == sorted(EVALUATORS.names()) == ["proxy", "supernet"]
 
 
 def test_proxy_is_one_group_for_every_command():

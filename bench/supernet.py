@@ -1,0 +1,297 @@
+"""Rank fidelity and speed of the weight-sharing evaluator (``evaluator=supernet``) vs the proxy.
+
+    python bench/supernet.py [--results results/supernet] [--archs 30] [--search-trials 100]
+                             [--final-seeds 2] [--threads N] [--smoke]
+
+On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 10,000 images,
+5,000 minival images, 32 px; ``evaluator=supernet`` defaults for the supernet):
+
+1. **The supernet**: trained once (or loaded from ``<results>/cache``, keyed like ``nas-search``'s
+   cache); its training time is the sum of its epochs' times, kept in the cached file.
+2. **Rank fidelity**: ``--archs`` random architectures of the default space (each choice uniform,
+   seeded, distinct networks) are scored by the supernet (inherited weights, BN re-estimated) and
+   trained stand-alone with the proxy protocol (``train_and_evaluate``, default ``ProxyConfig``,
+   seed = the architecture's index). Kendall tau-b between the two accuracies (and between the
+   two rewards, ``ACC * (FLOPs / T)^-0.07``).
+3. **Speed**: candidates per hour of each evaluator, from the measured wall time per candidate
+   (the proxy's includes its validation; the supernet's its extraction, BN re-estimation and
+   validation), per candidate and including the supernet's training amortised over the
+   candidates a search of ``--search-trials`` proxy trials' wall time would score.
+4. **Equal wall time**: a random search with the proxy evaluator over ``--search-trials``
+   architectures (the first ``--archs`` are step 2's) takes wall time W. In W the supernet
+   evaluator scores a random search of its own (the same seeded stream, continued) -- counted
+   with its training time (``incl. training``: what a first search on a new dataset gets) and
+   without it (``amortised``: a search that finds the supernet cached). Each search's best by
+   reward is then re-trained stand-alone at a higher fidelity (2 epochs on 20,000 images, the
+   ``rerank`` defaults; ``--final-seeds`` seeds) and the mean reward and accuracy compared.
+
+Random search on both sides, so that the evaluators differ only in how they score. Every run is
+saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
+supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
+``--random-subnets``, ``--no-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
+gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
+stand-alone proxy runs are shared. The last
+line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
+Goals (issue 13): tau >= 0.6, >= 10x. ``--smoke`` runs every step at toy sizes to check the
+machinery only: its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("bench")
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties handled), as bench/pipeline.py computes it."""
+    conc = disc = tx = ty = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif dx * dy > 0:
+                conc += 1
+            else:
+                disc += 1
+    denom = ((conc + disc + tx) * (conc + disc + ty)) ** 0.5
+    return (conc - disc) / denom if denom else float("nan")
+
+
+class Runs:
+    """Every measured run, saved after each one: an interrupted bench resumes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+
+    def get(self, key: str):
+        return self.data["runs"].get(key)
+
+    def put(self, key: str, value) -> None:
+        self.data["runs"][key] = value
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        tmp.replace(self.path)
+
+
+def random_archs(space, seed: int):
+    """An endless stream of distinct random networks of ``space`` (distinct network keys)."""
+    from effnas.supernet.model import random_spec
+
+    rng, seen = random.Random(seed), set()
+    while True:
+        spec = random_spec(space, rng)
+        key = spec.network_key()
+        if key not in seen:
+            seen.add(key)
+            yield spec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", default="results/supernet")
+    ap.add_argument("--archs", type=int, default=30, help="architectures for Kendall tau (>= 30)")
+    ap.add_argument("--search-trials", type=int, default=100, help="the proxy search that sets the equal wall time")
+    ap.add_argument("--max-supernet-trials", type=int, default=20000)
+    ap.add_argument("--final-seeds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (proxy.device)")
+    ap.add_argument("--root", default=None, help="the Fashion-MNIST folder (dataset.root; default: Debian's)")
+    # the supernet's settings (evaluator.*), for ablations: every setting has its own cache key and
+    # rows in the same results file, and the stand-alone proxy runs are shared between them
+    ap.add_argument("--epochs", type=int, default=None, help="evaluator.epochs")
+    ap.add_argument("--train-size", type=int, default=None, help="evaluator.train_size")
+    ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
+    ap.add_argument("--no-distill", action="store_true", help="evaluator.distill=false")
+    ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
+    ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
+    ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
+    args = ap.parse_args()
+    if args.search_trials < args.archs:
+        ap.error("--search-trials must be >= --archs (the tau architectures are the search's first)")
+
+    from effnas.objective import Reward, auto_target
+    from effnas.supernet import SupernetConfig
+    from effnas.supernet.evaluate import supernet_evaluator
+    from effnas.task import load_data
+    from effnas.train import ProxyConfig, train_and_evaluate
+    from search_space import count_flops, default_space
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    smoke = args.smoke
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Runs(out / "supernet.json")
+    dataset = {"name": "fashion_mnist", "root": args.root, "download": False}
+    threads = {"threads": args.threads} if args.threads else {}
+    proxy = ProxyConfig(**threads, device=args.device,
+                        **({"train_size": 256, "minival_size": 200, "bn_recalibrate_batches": 2} if smoke else {}))
+    sn_cfg = SupernetConfig(**({"epochs": 1, "train_size": 256, "random_subnets": 1, "recalibrate_batches": 1,
+                                "eval_size": 100} if smoke else {}))
+    changes = {k: v for k, v in {"epochs": args.epochs, "train_size": args.train_size,
+                                 "random_subnets": args.random_subnets,
+                                 "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
+    if args.no_distill:
+        changes["distill"] = False
+    if args.eval_size is not None:
+        changes["eval_size"] = args.eval_size or None  # 0: all of minival
+    sn_cfg = dataclasses.replace(sn_cfg, **changes)
+    final = dataclasses.replace(proxy, epochs=1 if smoke else 2, train_size=256 if smoke else 20000)
+    n_archs, n_search = (4, 6) if smoke else (args.archs, args.search_trials)
+    max_sn = 20 if smoke else args.max_supernet_trials
+    seeds = 1 if smoke else args.final_seeds
+    seed = 0
+
+    data = load_data(dataset, proxy, seed)
+    space = default_space(data.num_classes, data.in_channels, proxy.resolution)
+    reward = Reward(target=auto_target("flops", data.num_classes, data.in_channels, proxy.resolution))
+
+    # 1. the supernet (trained here or loaded from the cache)
+    t0 = time.perf_counter()
+    scorer = supernet_evaluator(sn_cfg, dataset, proxy, space, data, seed, out / "cache")
+    train_seconds = sum(h["seconds"] for h in scorer.net.history)
+    # rows of this supernet setting: the cache key, and the scoring settings the key does not hold
+    tag = f"{scorer.path.parent.name}-r{sn_cfg.recalibrate_batches}-e{sn_cfg.eval_size or 'all'}"
+    runs.put(f"supernet/{tag}", {"train_seconds": train_seconds, "setup_seconds": time.perf_counter() - t0,
+                                 "config": dataclasses.asdict(sn_cfg)})
+    log.info("supernet ready: trained in %.0f s (sum of its epochs)", train_seconds)
+
+    def rew(spec, acc: float) -> float:
+        return reward(acc, float(count_flops(spec, proxy.resolution)))
+
+    # 2. + 4. the proxy search: the first n_archs are the tau set
+    stream = random_archs(space, seed)
+    archs = [next(stream) for _ in range(n_search)]
+    proxy_rows = []
+    for i, spec in enumerate(archs):
+        key = f"proxy/{i}"
+        row = runs.get(key)
+        if row is None or row["arch"] != spec.to_string():
+            t = time.perf_counter()
+            res = train_and_evaluate(spec, data, proxy.train_config(seed + i))
+            row = {"arch": spec.to_string(), "accuracy": res.accuracy, "seconds": time.perf_counter() - t}
+            runs.put(key, row)
+            log.info("proxy %d/%d: acc %.4f in %.1f s", i + 1, n_search, row["accuracy"], row["seconds"])
+        proxy_rows.append({**row, "reward": rew(spec, row["accuracy"])})
+
+    sn_rows = []
+    sn_stream = iter(archs)
+
+    def sn_row(i: int, spec) -> dict:
+        key = f"supernet/{tag}/{i}"
+        row = runs.get(key)
+        if row is None or row["arch"] != spec.to_string():
+            t = time.perf_counter()
+            acc = scorer.accuracy(spec)
+            row = {"arch": spec.to_string(), "accuracy": acc, "seconds": time.perf_counter() - t}
+            runs.put(key, row)
+        return {**row, "reward": rew(spec, row["accuracy"])}
+
+    for i in range(n_archs):
+        sn_rows.append(sn_row(i, next(sn_stream)))
+
+    tau_acc = kendall_tau([r["accuracy"] for r in sn_rows], [r["accuracy"] for r in proxy_rows[:n_archs]])
+    tau_rew = kendall_tau([r["reward"] for r in sn_rows], [r["reward"] for r in proxy_rows[:n_archs]])
+
+    # 3. speed (measured on the tau set, where both evaluators scored the same networks)
+    proxy_s = statistics.fmean(r["seconds"] for r in proxy_rows)
+    sn_s = statistics.fmean(r["seconds"] for r in sn_rows)
+    wall = sum(r["seconds"] for r in proxy_rows)  # W: the proxy search's wall time
+    m_amortised = min(max_sn, int(wall // sn_s))
+    m_incl = min(m_amortised, max(0, int((wall - train_seconds) // sn_s)))
+    log.info("equal wall time W = %.0f s: the proxy scores %d, the supernet %d (amortised) or %d (incl. "
+             "training)", wall, n_search, m_amortised, m_incl)
+    i = len(sn_rows)
+    while len(sn_rows) < m_amortised:
+        spec = next(sn_stream, None)
+        if spec is None:
+            sn_stream = stream  # the proxy's archs are used up: continue the same seeded stream
+            continue
+        sn_rows.append(sn_row(i, spec))
+        i += 1
+        if i % 100 == 0:
+            log.info("supernet search: %d/%d", i, m_amortised)
+
+    def best(rows: list[dict]) -> dict | None:
+        return max(rows, key=lambda r: r["reward"]) if rows else None
+
+    winners = {"proxy": best(proxy_rows), "supernet_amortised": best(sn_rows[:m_amortised]),
+               "supernet_incl_training": best(sn_rows[:m_incl])}
+    from search_space import ArchSpec
+
+    finals = {}
+    for label, row in winners.items():
+        if row is None:
+            finals[label] = None
+            continue
+        spec = ArchSpec.from_string(row["arch"])
+        accs = []
+        for s in range(seeds):
+            key = f"final/{final.epochs}x{final.train_size}/{row['arch']}/{s}"
+            done = runs.get(key)
+            if done is None:
+                res = train_and_evaluate(spec, data if final.train_size == proxy.train_size else
+                                         _final_data(dataset, final, seed), final.train_config(seed + 1_000_003 + s))
+                done = {"accuracy": res.accuracy}
+                runs.put(key, done)
+            accs.append(done["accuracy"])
+        acc = statistics.fmean(accs)
+        finals[label] = {"arch": row["arch"], "search_accuracy": row["accuracy"], "accuracy": acc,
+                         "reward": rew(spec, acc), "flops": count_flops(spec, proxy.resolution)}
+
+    summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
+               "proxy_seconds_per_candidate": proxy_s, "supernet_seconds_per_candidate": sn_s,
+               "supernet_train_seconds": train_seconds, "equal_wall_seconds": wall,
+               "proxy_candidates_per_hour": 3600 / proxy_s, "supernet_candidates_per_hour": 3600 / sn_s,
+               "supernet_candidates_in_wall": {"amortised": m_amortised, "incl_training": m_incl},
+               "winners": finals, "smoke": smoke, "supernet": dataclasses.asdict(sn_cfg),
+               "device": str(scorer.device)}
+    runs.put(f"summary/{tag}", summary)
+    speedup = proxy_s / sn_s
+    incl = m_incl / n_search  # candidates in the same wall time, the supernet's training counted
+    print(f"supernet: trained in {train_seconds:.0f} s; {sn_s:.3f} s per candidate vs {proxy_s:.1f} s (proxy)")
+    print(f"tau (reward) {tau_rew:.3f} over {n_archs} random architectures")
+    print(f"in W = {wall:.0f} s: proxy {n_search} candidates, supernet {m_amortised} (amortised), "
+          f"{m_incl} incl. its training ({incl:.1f} x the proxy's rate)")
+    for label, f in finals.items():
+        if f is None:
+            print(f"  best by {label}: none (the supernet's training alone exceeds W)")
+        else:
+            print(f"  best by {label}: re-trained acc {f['accuracy']:.4f}, reward {f['reward']:.4f}, "
+                  f"{f['flops'] / 1e6:.2f}M FLOPs ({f['arch']})")
+    print(f"tau {tau_acc:.3f}, {speedup:.1f} x candidates/hour")
+    if math.isnan(tau_acc):
+        sys.exit(1)
+
+
+_FINAL_DATA: dict = {}
+
+
+def _final_data(dataset, final, seed):
+    """The re-training data (more images than the proxy's), loaded once."""
+    if "data" not in _FINAL_DATA:
+        from effnas.task import load_data
+
+        _FINAL_DATA["data"] = load_data(dataset, final, seed)
+    return _FINAL_DATA["data"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Training the supernet: the sandwich rule with in-place distillation, resumable per epoch.
+
+Each step trains, on one batch, the largest subnet (hard labels), the smallest and
+``random_subnets`` random ones (BigNAS's sandwich rule: the extremes bound every subnet, so
+training them lifts the whole space), and sums their gradients into one optimizer step. With
+``distill`` the others learn the largest's soft predictions of the same batch (in-place
+distillation: no teacher to train first, and the small subnets see a smoother target).
+
+The recipe is the ``proxy`` group's (optimizer, schedule and warm-up, batch size, augmentation,
+label smoothing, weight decay), over ``epochs`` of ``train_size`` images. After every epoch the
+weights, optimizer state and history go to a checkpoint; a run that is interrupted (SIGINT /
+SIGTERM raise :class:`~effnas.study.Interrupted`) or killed resumes from the last one. Each epoch's
+data order and subnets come from ``seed + epoch``, so a resumed run draws what an uninterrupted
+one would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Batches, DataSplits
+from ..io import atomic_write
+from ..threads import resolve_threads
+from ..train import Diverged, ProxyConfig, TrainConfig, _lr_factor, _optimizer, resolve_device
+from .config import SupernetConfig
+from .model import SuperNet, largest_spec, random_spec, smallest_spec
+
+__all__ = ["train_supernet"]
+
+log = logging.getLogger("effnas")
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def recipe(proxy: ProxyConfig, cfg: SupernetConfig, seed: int) -> TrainConfig:
+    """The proxy recipe with the supernet's epochs, training images and learning rate."""
+    return dataclasses.replace(proxy, epochs=cfg.epochs, train_size=cfg.train_size,
+                               lr=cfg.lr if cfg.lr is not None else proxy.lr).train_config(seed)
+
+
+def _distill(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    return -(soft * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: ProxyConfig, seed: int,
+                   checkpoint: Path, *, heartbeat: Callable[[], None] | None = None,
+                   log_every: float = 30.0) -> list[dict]:
+    """Train ``net`` in place on ``data.train``; resume from ``checkpoint`` when it exists (and
+    write it after every epoch). Returns the per-epoch history. Progress lines (epoch, step, loss,
+    images/s, ETA) go to the ``effnas`` logger at most every ``log_every`` seconds and after
+    every epoch; ``heartbeat`` is called after every step (the cache's lock keeps itself fresh)."""
+    tc = recipe(proxy, cfg, seed)
+    device = resolve_device(tc.device)
+    old_threads = torch.get_num_threads()
+    threads = resolve_threads(tc.threads)
+    if threads != old_threads:
+        torch.set_num_threads(threads)
+    try:
+        net.to(device)
+        memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+        optimizer = _optimizer(net, tc)
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
+        history: list[dict] = []
+        start = 1
+        if checkpoint.exists():
+            state = torch.load(checkpoint, map_location=device, weights_only=True)
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, start = state["history"], state["epoch"] + 1
+            log.info("supernet: resuming after epoch %d/%d from %s", state["epoch"], tc.epochs, checkpoint)
+        big, small = largest_spec(net.space), smallest_spec(net.space)
+        criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+        steps_per_epoch = len(Batches(data.train, tc.batch_size, data.mean, data.std,
+                                      drop_last=len(data.train) >= 2 * tc.batch_size))
+        total_steps = steps_per_epoch * tc.epochs
+        t_start, steps_done, last_log = time.monotonic(), 0, time.monotonic()
+        for epoch in range(start, tc.epochs + 1):
+            torch.manual_seed(seed + epoch)
+            rng = random.Random(seed * 100_003 + epoch)
+            batches = Batches(data.train, tc.batch_size, data.mean, data.std, shuffle=True, augment=tc.augment,
+                              flip=tc.flip, seed=seed + epoch, channels_last=tc.channels_last, device=device,
+                              drop_last=len(data.train) >= 2 * tc.batch_size)
+            net.train()
+            loss_sum, t0 = 0.0, time.perf_counter()
+            for i, (x, y) in enumerate(batches):
+                step = (epoch - 1) * steps_per_epoch + i
+                factor = _lr_factor(tc, step, steps_per_epoch)
+                for g, lr in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = lr * factor
+                optimizer.zero_grad(set_to_none=True)
+                x = x.contiguous(memory_format=memory_format)
+                logits = net(x, big, check=False)
+                loss = criterion(logits, y)
+                if not torch.isfinite(loss):
+                    raise Diverged(f"supernet loss became {float(loss)} at epoch {epoch}, step {i + 1}")
+                loss.backward()
+                soft = logits.detach().softmax(1)
+                for spec in [small] + [random_spec(net.space, rng) for _ in range(cfg.random_subnets)]:
+                    out = net(x, spec, check=False)
+                    (_distill(out, soft) if cfg.distill else criterion(out, y)).backward()
+                optimizer.step()
+                loss_sum += float(loss.detach())
+                steps_done += 1
+                if heartbeat is not None:
+                    heartbeat()
+                now = time.monotonic()
+                if now - last_log >= log_every:
+                    last_log = now
+                    rate = steps_done / (now - t_start)
+                    left = total_steps - step - 1
+                    log.info("supernet: epoch %d/%d step %d/%d, loss %.3f, %.0f img/s, ETA %s", epoch, tc.epochs,
+                             i + 1, steps_per_epoch, loss_sum / (i + 1), rate * tc.batch_size,
+                             _fmt_seconds(left / rate))
+            seconds = time.perf_counter() - t0
+            history.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds})
+            state = {"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                     "history": history}
+            atomic_write(checkpoint, lambda p: torch.save(state, p))
+            rate = steps_done / max(time.monotonic() - t_start, 1e-9)
+            log.info("supernet: epoch %d/%d done: loss %.3f (largest subnet), %.0fs, ETA %s", epoch, tc.epochs,
+                     history[-1]["loss"], seconds, _fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
+            last_log = time.monotonic()
+        return history
+    finally:
+        if torch.get_num_threads() != old_threads:
+            torch.set_num_threads(old_threads)
