@@ -12,19 +12,57 @@ import pandas as pd
 
 from .load import CHOICE_COLUMN, as_choice, load_results
 
-__all__ = ["pareto_front", "leaderboard", "summarize", "param_importances", "ped_anova"]
+__all__ = ["pareto_front", "leaderboard", "summarize", "param_importances", "ped_anova", "reevaluations",
+           "search_mask"]
+
+
+def search_mask(df: pd.DataFrame) -> np.ndarray:
+    """Which rows are the search's own evaluations: not a top-k re-evaluation (``rerank_of``: a
+    higher-fidelity protocol, whose scores must not be ranked against proxy scores) and not an
+    architecture's second copy (``duplicate_of``: the twin's result, not a measurement)."""
+    mask = np.ones(len(df), dtype=bool)
+    for col in ("rerank_of", "duplicate_of"):
+        if col in df.columns:
+            mask &= df[col].isna().to_numpy(dtype=bool)
+    return mask
 
 
 def complete_mask(df: pd.DataFrame) -> np.ndarray:
-    """Which rows are COMPLETE trials: all rows of a table without a ``state`` column."""
+    """Which rows are COMPLETE search trials (see :func:`search_mask`): all rows of a table
+    without a ``state`` column."""
     if "state" not in df.columns:
         return np.ones(len(df), dtype=bool)
-    return df["state"].astype("string").eq("COMPLETE").fillna(False).to_numpy(dtype=bool)
+    return df["state"].astype("string").eq("COMPLETE").fillna(False).to_numpy(dtype=bool) & search_mask(df)
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:
-    """COMPLETE trials; every row of a table without a ``state`` column (grid, family)."""
+    """COMPLETE search trials; every row of a table without a ``state`` column (grid, family)."""
     return df if "state" not in df.columns else df[complete_mask(df)]
+
+
+def reevaluations(df: pd.DataFrame) -> pd.DataFrame:
+    """The top-k re-evaluation, one row per candidate (the search trial it re-trains), best mean
+    first: ``candidate``, ``proxy_reward`` (the candidate's search score), ``seeds`` (COMPLETE
+    re-evaluations), ``reward_mean``, ``reward_sd``, ``accuracy_mean``, ``flops``. Empty when the
+    table has none."""
+    cols = ["candidate", "proxy_reward", "seeds", "reward_mean", "reward_sd", "accuracy_mean", "flops"]
+    if "rerank_of" not in df.columns or "state" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    done = df[df["rerank_of"].notna() & df["state"].astype("string").eq("COMPLETE").fillna(False)]
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    groups = done.assign(_reward=_numeric(done["reward"]), _acc=_numeric(done["accuracy"])) \
+        .groupby(done["rerank_of"].astype("int64"), sort=False)
+    out = pd.DataFrame({"seeds": groups.size(), "reward_mean": groups["_reward"].mean(),
+                        "reward_sd": groups["_reward"].std(ddof=1), "accuracy_mean": groups["_acc"].mean()})
+    out.index.name = "candidate"
+    out = out.reset_index()
+    by_number = df.drop_duplicates("number").set_index("number") if "number" in df.columns else None
+    for col, src in (("proxy_reward", "reward"), ("flops", "flops")):
+        out[col] = [to_float(by_number[src].get(c)) if by_number is not None and src in by_number.columns
+                    else None for c in out["candidate"]]
+    out = out.sort_values(["reward_mean", "candidate"], ascending=[False, True], kind="stable")
+    return out[cols].reset_index(drop=True)
 
 
 def _numeric(s: pd.Series) -> pd.Series:
@@ -97,6 +135,8 @@ def summarize(df: pd.DataFrame, best: dict[str, Any] | None = None) -> dict[str,
     states = df["state"].dropna().astype(str).value_counts(sort=False) if "state" in df.columns else pd.Series()
     out: dict[str, Any] = {"trials": len(df),
                            "states": dict(sorted(((str(k), int(v)) for k, v in states.items()), key=lambda kv: -kv[1]))}
+    out["reevaluations"] = int(df["rerank_of"].notna().sum()) if "rerank_of" in df.columns else 0
+    out["duplicates"] = int(df["duplicate_of"].notna().sum()) if "duplicate_of" in df.columns else 0
     start = df["datetime_start"].min() if "datetime_start" in df.columns else None
     end = df["datetime_complete"].max() if "datetime_complete" in df.columns else None
     out["wall_seconds"] = _seconds(end - start) if start is not None and end is not None \
@@ -123,6 +163,7 @@ def summarize(df: pd.DataFrame, best: dict[str, Any] | None = None) -> dict[str,
     acc = best_row(df, "accuracy")
     out["best_accuracy"] = to_float(acc["accuracy"]) if acc is not None else None
     if best:
+        out["selected"] = {"trial": best.get("trial"), "by": best.get("selected_by")}
         out["target"] = best.get("T")
         out["metric"] = best.get("metric")
         out["w"] = best.get("w")

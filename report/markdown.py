@@ -14,7 +14,7 @@ import pandas as pd
 
 from effnas.io import write_text
 
-from .analysis import complete, leaderboard, pareto_front, param_importances, summarize, to_float
+from .analysis import complete, leaderboard, pareto_front, param_importances, reevaluations, summarize, to_float
 from .format import Doc, flops_scale, fmt, fmt_duration, generic_table, pct_scale, trial_table
 from .load import ReportError, find_results, first_line, load_file, results_file
 from .plots import (plot_comparison, plot_family, plot_grid, plot_grid_scatter, plot_history, plot_importance,
@@ -99,7 +99,9 @@ def _trials_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: in
     states = ", ".join(f"{n} {k.lower()}" for k, n in s["states"].items()) or "none"
     doc.heading("Summary")
     doc.line(f"- study: {study}" + (f" (sampler: {sampler})" if sampler else ""))
-    doc.line(f"- trials: {s['trials']} ({states})")
+    extra = [f"{n} {what}" for n, what in ((s["reevaluations"], "top-k re-evaluations"),
+                                          (s["duplicates"], "repeated architectures, not trained")) if n]
+    doc.line(f"- trials: {s['trials']} ({states})" + (f"; of them {', '.join(extra)}" if extra else ""))
     doc.line(f"- wall time: {fmt_duration(s['wall_seconds'])}, compute time (sum over trials): "
              f"{fmt_duration(s['compute_seconds'])}, workers: {s['workers'] if s['workers'] is not None else '-'}")
     if target is not None:
@@ -115,13 +117,33 @@ def _trials_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: in
     else:
         fscale, funit = flops_scale([b["flops"]])
         acc = b["accuracy"] * pct_scale(df["accuracy"]) if b["accuracy"] is not None else None
-        doc.line(f"- best: trial {b['trial']}, reward {b['reward']:.4f}, accuracy {fmt(acc, '.2f')}%, "
+        doc.line(f"- best by search reward: trial {b['trial']}, reward {b['reward']:.4f}, accuracy {fmt(acc, '.2f')}%, "
                  f"{fmt(None if b['flops'] is None else b['flops'] / fscale, '.2f')} {funit}, "
                  f"{fmt(None if b['params'] is None else b['params'] / 1e6, '.3f')}M params; found after "
                  f"{fmt_duration(b['seconds_to_best'])} ({b.get('finished_before_best', '-')} trials finished)")
         doc.line(f"  arch: {b['arch']}", f"  - arch: `{b['arch']}`")
     if s["best_accuracy"] is not None:
         doc.line(f"- best accuracy of any complete trial: {s['best_accuracy'] * pct_scale(df['accuracy']):.2f}%")
+    selected = s.get("selected")
+    if selected and selected.get("trial") is not None:
+        doc.line(f"- selected (best.json): trial {selected['trial']}, by {selected.get('by') or '-'}")
+
+    again = reevaluations(df)
+    if not again.empty:
+        doc.heading("Top-k re-evaluation (higher fidelity; best.json takes the best mean)")
+        pct = pct_scale(df["accuracy"]) if "accuracy" in df.columns else 100.0
+        fscale, funit = flops_scale([f for f in again["flops"] if f is not None and not pd.isna(f)] or [1.0])
+        table = pd.DataFrame({
+            "rank": [str(i) for i in range(1, len(again) + 1)],
+            "trial": [str(int(c)) for c in again["candidate"]],
+            "search reward": [fmt(to_float(v), ".4f") for v in again["proxy_reward"]],
+            "seeds": [str(int(n)) for n in again["seeds"]],
+            "mean reward": [fmt(to_float(v), ".4f") for v in again["reward_mean"]],
+            "sd": [fmt(to_float(v), ".4f") for v in again["reward_sd"]],
+            "mean accuracy (%)": [fmt(None if pd.isna(v) else v * pct, ".2f") for v in again["accuracy_mean"]],
+            funit: [fmt(None if f is None or pd.isna(f) else f / fscale, ".2f") for f in again["flops"]],
+        })
+        doc.table(table)
 
     doc.heading(f"Leaderboard (top {top} by reward)")
     board = leaderboard(df, top) if ("reward" in df.columns or "accuracy" in df.columns) else df.iloc[0:0]
@@ -344,6 +366,8 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                 "best trial": fmt(b.get("trial"), "d"),
                 "accuracy of best (%)": fmt(None if b.get("accuracy") is None else b["accuracy"] * pct, ".2f"),
                 "best accuracy (%)": fmt(None if s["best_accuracy"] is None else s["best_accuracy"] * pct, ".2f"),
+                "selected (best.json)": "-" if not (s.get("selected") or {}).get("trial") is not None else
+                f"{s['selected']['trial']} ({s['selected'].get('by') or '-'})",
                 "time to best": fmt_duration(b.get("seconds_to_best")),
                 "trials to best": fmt(b.get("finished_before_best"), "d"),
                 "wall time": fmt_duration(s["wall_seconds"]),

@@ -168,3 +168,68 @@ def test_importance_skipped_when_nothing_to_explain(tmp_path: Path) -> None:
     no_choices = df[["number", "state", "reward"]].assign(reward=np.linspace(0, 1, len(df)))
     imp, note = param_importances(no_choices)
     assert imp is None and "no stage-choice columns" in note
+
+
+# ------------------------------------------------------------------------- re-evaluations, copies
+
+
+def _reranked_table() -> pd.DataFrame:
+    """Four search trials, one copy of trial 1 (not trained) and the top-2 re-evaluated with two
+    seeds each at a higher fidelity, where the proxy's runner-up (trial 2) wins on re-evaluation."""
+    rows = [
+        {"number": 0, "state": "COMPLETE", "reward": 0.70, "accuracy": 0.69, "flops": 3e6, "arch": "a"},
+        {"number": 1, "state": "COMPLETE", "reward": 0.80, "accuracy": 0.79, "flops": 3e6, "arch": "b"},
+        {"number": 2, "state": "COMPLETE", "reward": 0.78, "accuracy": 0.80, "flops": 4e6, "arch": "c"},
+        {"number": 3, "state": "PRUNED", "reward": None, "accuracy": 0.5, "flops": 2e6, "arch": "d"},
+        {"number": 4, "state": "COMPLETE", "reward": 0.80, "accuracy": 0.79, "flops": 3e6, "arch": "b",
+         "duplicate_of": 1},
+        {"number": 5, "state": "COMPLETE", "reward": 0.84, "accuracy": 0.83, "flops": 3e6, "arch": "b",
+         "rerank_of": 1, "rerank_seed": 0},
+        {"number": 6, "state": "COMPLETE", "reward": 0.86, "accuracy": 0.85, "flops": 3e6, "arch": "b",
+         "rerank_of": 1, "rerank_seed": 1},
+        {"number": 7, "state": "COMPLETE", "reward": 0.90, "accuracy": 0.91, "flops": 4e6, "arch": "c",
+         "rerank_of": 2, "rerank_seed": 0},
+        {"number": 8, "state": "COMPLETE", "reward": 0.88, "accuracy": 0.89, "flops": 4e6, "arch": "c",
+         "rerank_of": 2, "rerank_seed": 1},
+    ]
+    return TRIALS.frame(rows, [])
+
+
+def test_rankings_hold_search_trials_only() -> None:
+    """Re-evaluations (another protocol) and copies of a twin are never ranked against the
+    search's own scores: not in the leaderboard, the Pareto front, the best or the importance."""
+    df = _reranked_table()
+    assert leaderboard(df, top=10)["number"].tolist() == [1, 2, 0]
+    assert set(pareto_front(df)["number"]) == {1, 2}
+    s = summarize(df, {"trial": 2, "selected_by": "rerank"})
+    assert s["best"]["trial"] == 1 and s["best"]["reward"] == pytest.approx(0.80)
+    assert s["trials"] == 9 and s["reevaluations"] == 4 and s["duplicates"] == 1
+    assert s["selected"] == {"trial": 2, "by": "rerank"}
+
+
+def test_reevaluations_one_row_per_candidate_best_mean_first() -> None:
+    from report.analysis import reevaluations
+
+    again = reevaluations(_reranked_table())
+    assert again["candidate"].tolist() == [2, 1] and again["seeds"].tolist() == [2, 2]
+    assert again["reward_mean"].tolist() == pytest.approx([0.89, 0.85])
+    assert again["reward_sd"].tolist() == pytest.approx([np.std([0.90, 0.88], ddof=1), np.std([0.84, 0.86], ddof=1)])
+    assert again["proxy_reward"].tolist() == pytest.approx([0.78, 0.80])
+    assert again["accuracy_mean"].tolist() == pytest.approx([0.90, 0.84])
+    assert reevaluations(TRIALS.frame([{"number": 0, "state": "COMPLETE", "reward": 0.7}], [])).empty
+
+
+def test_report_shows_the_reevaluation_and_the_selected_trial(tmp_path: Path) -> None:
+    import json
+
+    from report import make_report
+
+    write_table(_reranked_table(), tmp_path, "trials")
+    (tmp_path / "best.json").write_text(json.dumps({"trial": 2, "selected_by": "rerank", "T": 8.33e6,
+                                                    "metric": "flops", "w": -0.07}))
+    rep = make_report(tmp_path, tmp_path / "out", plots=False, write=False)
+    assert "of them 4 top-k re-evaluations, 1 repeated architectures" in rep.text
+    assert "selected (best.json): trial 2, by rerank" in rep.text
+    section = rep.text.split("Top-k re-evaluation")[1].split("Leaderboard")[0]
+    rows = [line.split() for line in section.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[1] for r in rows] == ["2", "1"] and rows[0][4] == "0.8900" and rows[1][4] == "0.8500"
