@@ -134,6 +134,10 @@ def main() -> None:
                 print(f"[{time.monotonic() - started:.0f}s] {name} seed {s}: test accuracy {acc:.4f} "
                       f"({res.train_seconds:.0f}s)", flush=True)
             accs.append(run["test_accuracy"])
+        more = seeds  # seeds beyond --seeds measured by an earlier run of the bench count too
+        while runs.get(f"{name}|{spec.to_string()}|{more}") is not None:
+            accs.append(runs.get(f"{name}|{spec.to_string()}|{more}")["test_accuracy"])
+            more += 1
         return {"name": name, "arch": spec.to_string(), "params": count_params(spec),
                 "flops": count_flops(spec, spec.resolution), "resolution": spec.resolution, "accs": accs,
                 "mean": statistics.fmean(accs), "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0}
