@@ -32,10 +32,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import MutableMapping, Optional
+from contextlib import contextmanager
+from typing import Iterator, MutableMapping, Optional
 
 __all__ = ["ENV_DEFAULTS", "configure", "available_cpus", "default_threads", "resolve_threads",
-           "openmp_loaded"]
+           "openmp_loaded", "torch_threads"]
 
 # Environment defaults for the OpenMP runtime (set only where unset).
 ENV_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -102,3 +103,20 @@ def default_threads(environ: Optional[MutableMapping[str, str]] = None) -> int:
 def resolve_threads(threads: Optional[int], environ: Optional[MutableMapping[str, str]] = None) -> int:
     """``threads`` when given (``proxy.threads=N``), else :func:`default_threads`."""
     return int(threads) if threads else default_threads(environ)
+
+
+@contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(resolve_threads(threads))`` and restore the
+    previous count afterwards (also on an exception or ``KeyboardInterrupt``). Yields the count."""
+    import torch  # here, not at module level: configure() must be callable before torch loads
+
+    old = torch.get_num_threads()
+    n = resolve_threads(threads)
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)

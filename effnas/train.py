@@ -33,7 +33,7 @@ from search_space import ArchSpec, build_model
 from .data import Batches, DataSplits, ImageDataset
 from .optim import OPTIMIZERS, SCHEDULES
 from .schema import Schema, rule
-from .threads import resolve_threads
+from .threads import torch_threads
 
 __all__ = ["ProxyConfig", "TrainConfig", "TrainResult", "Diverged", "train_and_evaluate", "evaluate",
            "resolve_device"]
@@ -175,11 +175,7 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
         raise ValueError(f"spec has {spec.num_classes} classes / {spec.in_channels} channels but the "
                          f"dataset {data.name} has {data.num_classes} / {data.in_channels}")
     device = resolve_device(cfg.device)
-    old_threads = torch.get_num_threads()
-    threads = resolve_threads(cfg.threads)
-    if threads != old_threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(cfg.threads):
         torch.manual_seed(cfg.seed)
         model = build_model(spec, bn_momentum=cfg.bn_momentum).to(device)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -232,6 +228,3 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
         return TrainResult(accuracy=accuracy, epochs_done=cfg.epochs, train_seconds=train_time,
                            images_per_second=images / max(train_time, 1e-9), history=history,
                            model=model if keep_model else None)
-    finally:
-        if torch.get_num_threads() != old_threads:
-            torch.set_num_threads(old_threads)

@@ -172,7 +172,6 @@ def _supernet(cfg: NasSearchConfig, space: SearchSpace, data: Any) -> Any:
     """The ``supernet`` evaluator: the study's supernet from its cache (trained there first by
     whichever worker comes first; the others wait and load it)."""
     from effnas.supernet.evaluate import supernet_evaluator
-
     from effnas.train import Diverged
 
     ev = cfg.evaluator

@@ -59,6 +59,13 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _selected_cell(selected: dict[str, Any] | None) -> str:
+    """The comparison table's "selected (best.json)" cell: ``trial (how)`` or ``-``."""
+    if not selected or selected.get("trial") is None:
+        return "-"
+    return f"{selected['trial']} ({selected.get('by') or '-'})"
+
+
 def _study_name(folder: Path) -> str:
     best = folder / "best.json"
     try:
@@ -366,8 +373,7 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                 "best trial": fmt(b.get("trial"), "d"),
                 "accuracy of best (%)": fmt(None if b.get("accuracy") is None else b["accuracy"] * pct, ".2f"),
                 "best accuracy (%)": fmt(None if s["best_accuracy"] is None else s["best_accuracy"] * pct, ".2f"),
-                "selected (best.json)": "-" if not (s.get("selected") or {}).get("trial") is not None else
-                f"{s['selected']['trial']} ({s['selected'].get('by') or '-'})",
+                "selected (best.json)": _selected_cell(s.get("selected")),
                 "time to best": fmt_duration(b.get("seconds_to_best")),
                 "trials to best": fmt(b.get("finished_before_best"), "d"),
                 "wall time": fmt_duration(s["wall_seconds"]),

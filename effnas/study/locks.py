@@ -48,6 +48,23 @@ class HolderSymlinkLock(JournalFileSymlinkLock):
         self._holder_file = self._lock_file + ".holder"
         self._break_file = self._lock_file + ".break"
 
+    @property
+    def path(self) -> str:
+        """The lock's symlink (present while some process holds the lock)."""
+        return self._lock_file
+
+    def held(self) -> bool:
+        """Whether some process holds the lock now (this one or another)."""
+        return os.path.lexists(self._lock_file)
+
+    def touch(self) -> None:
+        """Refresh the lock's mtime: a holder doing long work calls it so that waiters with a
+        ``grace_period`` do not take the lock as stale (no-op when the lock is gone)."""
+        try:
+            os.utime(self._lock_file, follow_symlinks=False)
+        except OSError:
+            pass
+
     def _read_holder(self) -> str | None:
         try:
             with open(self._holder_file) as handle:

@@ -87,7 +87,7 @@ def load_or_train(space: SearchSpace, data: DataSplits, identity: dict[str, Any]
         log.info("supernet: loaded %s (trained before)", final)
         return _load(net, final), final
     lock = HolderSymlinkLock(str(folder / "train"), grace_period=grace_period)
-    if os.path.lexists(lock._lock_file):
+    if lock.held():
         log.info("supernet: another process is training %s; waiting for it", folder)
     lock.acquire()
     try:
@@ -97,15 +97,8 @@ def load_or_train(space: SearchSpace, data: DataSplits, identity: dict[str, Any]
         write_json(identity, folder / "identity.json")
         log.info("supernet: training %s (%d epochs on %d images, %d random subnets per step, distillation %s)",
                  folder, cfg.epochs, len(data.train), cfg.random_subnets, "on" if cfg.distill else "off")
-
-        def heartbeat() -> None:
-            try:
-                os.utime(lock._lock_file, follow_symlinks=False)
-            except OSError:
-                pass
-
         checkpoint = folder / "checkpoint.pt"
-        history = train_supernet(net, data, cfg, proxy, seed, checkpoint, heartbeat=heartbeat)
+        history = train_supernet(net, data, cfg, proxy, seed, checkpoint, heartbeat=lock.touch)
         net.to("cpu")
         state = {"model": net.state_dict(), "history": history, "identity": identity}
         atomic_write(final, lambda p: torch.save(state, p))

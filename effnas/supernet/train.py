@@ -29,7 +29,7 @@ from torch import nn
 
 from ..data import Batches, DataSplits
 from ..io import atomic_write
-from ..threads import resolve_threads
+from ..threads import torch_threads
 from ..train import Diverged, ProxyConfig, TrainConfig, _lr_factor, _optimizer, resolve_device
 from .config import SupernetConfig
 from .model import SuperNet, largest_spec, random_spec, smallest_spec
@@ -63,11 +63,7 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
     every epoch; ``heartbeat`` is called after every step (the cache's lock keeps itself fresh)."""
     tc = recipe(proxy, cfg, seed)
     device = resolve_device(tc.device)
-    old_threads = torch.get_num_threads()
-    threads = resolve_threads(tc.threads)
-    if threads != old_threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(tc.threads):
         net.to(device)
         memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
         optimizer = _optimizer(net, tc)
@@ -133,6 +129,3 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                      history[-1]["loss"], seconds, _fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
             last_log = time.monotonic()
         return history
-    finally:
-        if torch.get_num_threads() != old_threads:
-            torch.set_num_threads(old_threads)

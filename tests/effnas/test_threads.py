@@ -188,3 +188,14 @@ def test_training_uses_the_count_and_restores_torchs(tiny, one_thread, monkeypat
         train_and_evaluate(spec, data, cfg, on_epoch=stop)
     assert seen == [expected, expected]
     assert torch.get_num_threads() == 1
+
+
+def test_torch_threads_sets_and_restores(one_thread) -> None:
+    from effnas.threads import torch_threads
+
+    with torch_threads(3) as n:
+        assert n == 3 and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == 1
+    with pytest.raises(KeyboardInterrupt), torch_threads(2):  # Ctrl-C in a trial: restored all the same
+        raise KeyboardInterrupt
+    assert torch.get_num_threads() == 1

@@ -70,3 +70,11 @@ def test_table_fallback_and_comparison(real_run: Path, tmp_path: Path, capsys: p
     assert table["study"].tolist() == ["tiny", "random"]
     assert table.loc[1, "best reward"] == f"{other.loc[done, 'reward'].max():.4f}"
     assert table.loc[1, "trials"] == str(len(other))
+
+
+@pytest.mark.parametrize("selected, cell", [(None, "-"), ({}, "-"), ({"trial": None, "by": "rerank"}, "-"),
+                                            ({"trial": 0, "by": None}, "0 (-)"), ({"trial": 7, "by": "rerank"}, "7 (rerank)")])
+def test_selected_cell(selected, cell) -> None:
+    from report.markdown import _selected_cell
+
+    assert _selected_cell(selected) == cell

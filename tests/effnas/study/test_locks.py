@@ -48,3 +48,15 @@ def test_a_live_holder_is_waited_for(tmp_path):
     lock.release()
     proc.wait(timeout=30)
     assert proc.returncode == 0 and waited >= 0.5  # not broken: the holder released it itself
+
+
+def test_held_path_and_touch(tmp_path):
+    lock = HolderSymlinkLock(str(tmp_path / "train"), grace_period=30)
+    assert lock.path == f"{tmp_path / 'train'}.lock" and not lock.held()
+    lock.touch()  # no lock yet: nothing to refresh, no error
+    assert lock.acquire() and lock.held()
+    os.utime(lock.path, (1, 1), follow_symlinks=False)  # as if the holder went quiet long ago
+    lock.touch()
+    assert time.time() - os.lstat(lock.path).st_mtime < 60
+    lock.release()
+    assert not lock.held()

@@ -19,6 +19,17 @@ SUPERNET = ["evaluator=supernet", "evaluator.epochs=1", "evaluator.train_size=25
             "evaluator.recalibrate_batches=1", "evaluator.eval_size=100"]
 
 
+def _config(tmp: Path, study: str, multi_objective: bool = False, **groups: dict) -> dict:
+    """run_search's config for a 3-trial supernet study at the toy sizes above."""
+    return {"results_dir": str(tmp),
+            "search": {"study_name": study, "n_trials": 3, "warm_start": [], "multi_objective": multi_objective},
+            "proxy": {"train_size": 256, "minival_size": 200, "threads": 1, "batch_size": 64,
+                      "bn_recalibrate_batches": 2},
+            "evaluator": {"name": "supernet", "epochs": 1, "train_size": 256, "random_subnets": 1,
+                          "recalibrate_batches": 1, "eval_size": 100},
+            **groups}
+
+
 def nas_search(tmp: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(["nas-search", f"results_dir={tmp}", *args], cwd=tmp, capture_output=True,
                           text=True, timeout=timeout)
@@ -62,14 +73,8 @@ def test_a_study_never_mixes_evaluators(run):
 
 def test_rerank_retrains_stand_alone(run):
     tmp, _ = run
-    cfg = {"results_dir": str(tmp), "search": {"study_name": "sn3", "n_trials": 3, "warm_start": []},
-           "sampler": {"name": "random"}, "pruner": {"name": "none"},
-           "rerank": {"k": 1, "seeds": 1, "epochs": 1, "train_size": 256},
-           "proxy": {"train_size": 256, "minival_size": 200, "threads": 1, "batch_size": 64,
-                     "bn_recalibrate_batches": 2},
-           "evaluator": {"name": "supernet", "epochs": 1, "train_size": 256, "random_subnets": 1,
-                         "recalibrate_batches": 1, "eval_size": 100}}
-    out = run_search(cfg)
+    out = run_search(_config(tmp, "sn3", sampler={"name": "random"}, pruner={"name": "none"},
+                             rerank={"k": 1, "seeds": 1, "epochs": 1, "train_size": 256}))
     df = pd.read_parquet(out.folder / "trials.parquet")
     rerank = df[df["rerank_of"].notna()]
     assert len(rerank) == 1 and int(rerank["epochs"].iloc[0]) == 1 and float(rerank["train_seconds"].iloc[0]) > 0
@@ -103,26 +108,25 @@ def test_sigint_during_supernet_training_resumes_there(tmp_path):
     assert list((tmp_path / "supernets").glob("*/supernet.pt")) and not checkpoint.exists()
 
 
-def test_bad_evaluator_settings_are_one_line(tmp_path):
-    for arg, words in (("evaluator.epochs=0", "evaluator.epochs must be an integer >= 1"),
-                       ("evaluator=surrogate", "evaluator"),
-                       ("evaluator.distill=maybe", "evaluator.distill")):
-        proc = nas_search(tmp_path, "search.n_trials=1", *TINY, *SUPERNET, arg)
-        assert proc.returncode == 2 and words in proc.stderr, (arg, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+@pytest.mark.parametrize("arg, words", [("evaluator.epochs=0", "evaluator.epochs must be an integer >= 1"),
+                                         ("evaluator=surrogate", "evaluator"),
+                                         ("evaluator.distill=maybe", "evaluator.distill")])
+def test_bad_evaluator_settings_are_one_line(arg, words, capsys):
+    from effnas.cli import run_app
+
+    def never(cfg):
+        raise AssertionError("the command line should have been refused first")
+
+    assert run_app("nas_search", never, ["search.n_trials=1", *TINY, *SUPERNET, arg]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], (arg, lines)
 
 
 @pytest.mark.parametrize("sampler, storage, multi", [("tpe", "sqlite", False), ("nsgaii", "journal", True)])
 def test_other_samplers_and_storages(run, sampler, storage, multi):
     tmp, _ = run  # the supernet is cached there already
-    cfg = {"results_dir": str(tmp), "search": {"study_name": f"sn-{sampler}", "n_trials": 3, "warm_start": [],
-                                               "multi_objective": multi},
-           "sampler": {"name": sampler}, "storage": {"kind": storage}, "rerank": {"k": 0},
-           "proxy": {"train_size": 256, "minival_size": 200, "threads": 1, "batch_size": 64,
-                     "bn_recalibrate_batches": 2},
-           "evaluator": {"name": "supernet", "epochs": 1, "train_size": 256, "random_subnets": 1,
-                         "recalibrate_batches": 1, "eval_size": 100}}
-    out = run_search(cfg)
+    out = run_search(_config(tmp, f"sn-{sampler}", multi_objective=multi, sampler={"name": sampler},
+                             storage={"kind": storage}, rerank={"k": 0}))
     df = pd.read_parquet(out.folder / "trials.parquet")
     assert len(df) == 3 and set(df["state"]) == {"COMPLETE"} and (df["epochs"] == 0).all()
     assert len(list((tmp / "supernets").glob("*/supernet.pt"))) == 1  # loaded, not trained again
