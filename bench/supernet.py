@@ -28,9 +28,10 @@ On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 1
 Random search on both sides, so that the evaluators differ only in how they score. Every run is
 saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
-``--random-subnets``, ``--no-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
+``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
-stand-alone proxy runs are shared. The last
+stand-alone proxy runs are shared. It also logs the supernet's median accuracy over the tau set
+next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
 Goals (issue 13): tau >= 0.6, >= 10x. ``--smoke`` runs every step at toy sizes to check the
 machinery only: its numbers mean nothing.
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=None, help="evaluator.train_size")
     ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
     ap.add_argument("--no-distill", action="store_true", help="evaluator.distill=false")
+    ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
     ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
@@ -114,6 +116,8 @@ def main() -> None:
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
     if args.no_distill:
         changes["distill"] = False
+    if args.sampling is not None:
+        changes["sampling"] = args.sampling
     if args.eval_size is not None:
         changes["eval_size"] = args.eval_size or None  # 0: all of minival
     sn_cfg = dataclasses.replace(sn_cfg, **changes)
@@ -171,6 +175,9 @@ def main() -> None:
     for i in range(n_archs):
         sn_rows.append(sn_row(i, next(sn_stream)))
 
+    sn_median = statistics.median(r["accuracy"] for r in sn_rows)
+    log.info("supernet accuracy over the tau set: median %.3f (chance %.3f), proxy median %.3f", sn_median,
+             1 / data.num_classes, statistics.median(r["accuracy"] for r in proxy_rows[:n_archs]))
     tau_acc = kendall_tau([r["accuracy"] for r in sn_rows], [r["accuracy"] for r in proxy_rows[:n_archs]])
     tau_rew = kendall_tau([r["reward"] for r in sn_rows], [r["reward"] for r in proxy_rows[:n_archs]])
 
@@ -221,6 +228,7 @@ def main() -> None:
                          "reward": rew(spec, acc), "flops": count_flops(spec, proxy.resolution)}
 
     summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
+               "supernet_median_accuracy": sn_median, "chance": 1 / data.num_classes,
                "proxy_seconds_per_candidate": proxy_s, "supernet_seconds_per_candidate": sn_s,
                "supernet_train_seconds": train_seconds, "equal_wall_seconds": wall,
                "proxy_candidates_per_hour": 3600 / proxy_s, "supernet_candidates_per_hour": 3600 / sn_s,

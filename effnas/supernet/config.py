@@ -49,13 +49,17 @@ class ProxyEvaluatorConfig(EvaluatorConfig):
 class SupernetConfig(EvaluatorConfig):
     """A weight-sharing supernet, trained once with the sandwich rule (the largest, the smallest and
     ``random_subnets`` random subnets per step; with ``distill`` the others learn the largest's soft
-    labels: in-place distillation, BigNAS). The recipe otherwise is the ``proxy`` group's
+    labels: in-place distillation, BigNAS). ``sampling: fair`` draws the random subnets of a step so
+    that they share out every choice's options (FairNAS's strict fairness;
+    :func:`~effnas.supernet.model.fair_specs`): with as many random subnets as a choice has options,
+    each option -- the regular conv, no skip, expansion 1 -- is trained at every step. The recipe otherwise is the ``proxy`` group's
     (optimizer, schedule, batch size, augmentation, BN momentum); ``lr`` null takes its rate."""
 
     name: str = "supernet"
     epochs: int = rule(10, ge=1)                    # supernet training epochs
     train_size: Optional[int] = rule(20000, ge=1)   # its training images (seeded subset); null = all
     random_subnets: int = rule(2, ge=0)             # sandwich rule: random subnets per step
+    sampling: str = rule("uniform", choices=("uniform", "fair"))  # the random subnets: independent | fair
     distill: bool = True                            # in-place distillation from the largest subnet
     lr: Optional[float] = rule(None, gt=0)          # null: proxy.lr (or its optimizer's default)
     recalibrate_batches: int = rule(5, ge=1)        # BN re-estimation batches per candidate
@@ -64,7 +68,7 @@ class SupernetConfig(EvaluatorConfig):
 
     def training_settings(self) -> dict[str, Any]:
         """What decides the trained weights (part of the cache key)."""
-        return {k: getattr(self, k) for k in ("epochs", "train_size", "random_subnets", "distill", "lr")}
+        return {k: getattr(self, k) for k in ("epochs", "train_size", "random_subnets", "sampling", "distill", "lr")}
 
     def protocol(self) -> dict[str, Any]:
         """What decides a trial's score: everything but where the cache lives."""

@@ -45,7 +45,7 @@ from search_space import ArchSpec, BlockSpec, ConvType, SearchSpace, build_model
 from search_space.model import EffNet, MBBlock, pool_shortcut
 from search_space.space import StageChoices
 
-__all__ = ["SuperNet", "SuperLayer", "largest_spec", "smallest_spec", "random_spec"]
+__all__ = ["SuperNet", "SuperLayer", "largest_spec", "smallest_spec", "random_spec", "fair_specs"]
 
 _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"silu": F.silu, "relu": F.relu, "relu6": F.relu6}
 
@@ -235,6 +235,26 @@ def smallest_spec(space: SearchSpace) -> ArchSpec:
 def random_spec(space: SearchSpace, rng: random.Random) -> ArchSpec:
     """A uniformly random point of the space (each choice uniform, as a random sampler draws)."""
     return space.sample(_Pick(lambda name, choices: rng.choice(choices)))
+
+
+def fair_specs(space: SearchSpace, rng: random.Random, m: int) -> list[ArchSpec]:
+    """``m`` random points of the space that share out every choice fairly (FairNAS's strict
+    fairness, Chu et al. 2021): for each choice, the ``m`` subnets take a shuffled run through its
+    options (reshuffled each time they are used up), so with ``m`` >= a choice's number of options
+    every option -- every op, skip, expansion, width ... of every stage -- is trained at every step,
+    and with fewer no option is drawn twice before each was drawn once. Each subnet alone is a
+    uniformly random point, as :func:`random_spec` draws."""
+    runs: dict[str, list] = {}
+
+    def option(name: str, choices: list, i: int) -> Any:
+        run = runs.setdefault(name, [])
+        while len(run) <= i:
+            more = list(choices)
+            rng.shuffle(more)
+            run.extend(more)
+        return run[i]
+
+    return [space.sample(_Pick(lambda name, choices, i=i: option(name, choices, i))) for i in range(m)]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ..io import atomic_write
 from ..threads import torch_threads
 from ..train import Diverged, ProxyConfig, TrainConfig, _lr_factor, _optimizer, resolve_device
 from .config import SupernetConfig
-from .model import SuperNet, largest_spec, random_spec, smallest_spec
+from .model import SuperNet, fair_specs, largest_spec, random_spec, smallest_spec
 
 __all__ = ["train_supernet"]
 
@@ -103,7 +103,9 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                     raise Diverged(f"supernet loss became {float(loss)} at epoch {epoch}, step {i + 1}")
                 loss.backward()
                 soft = logits.detach().softmax(1)
-                for spec in [small] + [random_spec(net.space, rng) for _ in range(cfg.random_subnets)]:
+                others = fair_specs(net.space, rng, cfg.random_subnets) if cfg.sampling == "fair" else \
+                    [random_spec(net.space, rng) for _ in range(cfg.random_subnets)]
+                for spec in [small, *others]:
                     out = net(x, spec, check=False)
                     (_distill(out, soft) if cfg.distill else criterion(out, y)).backward()
                 optimizer.step()

@@ -113,3 +113,26 @@ def test_training_forward_backward_reaches_shared_weights(space):
     dw = net.stages[0][0].dw.weight.grad
     assert dw is not None and dw[:, :, 1:4, 1:4].abs().sum() > 0  # the centre crop got the gradient
     assert dw[:, :, 0].abs().sum() == 0 and dw[:, :, :, 0].abs().sum() == 0  # the 5x5 rim did not
+
+
+def test_fair_specs_share_out_every_option(space):
+    """FairNAS's strict fairness: m subnets of one step take distinct options of every choice while
+    there are options left, so with m >= a choice's options every option is trained at each step."""
+    from effnas.supernet.model import fair_specs
+
+    rng = random.Random(0)
+    for m in (2, 4):
+        for _ in range(5):
+            specs = fair_specs(space, rng, m)
+            assert len(specs) == m
+            params = [space.params_of(s) for s in specs]  # every one a point of the space
+            for name in params[0]:
+                if not name.endswith(("_op", "_skip", "_filters", "_kernel", "_layers")):
+                    continue  # expand and se are asked only for some ops
+                stage = space.stages[int(name[1]) - 1]
+                options = {"op": stage.ops, "skip": stage.skips, "filters": stage.widths, "kernel": stage.kernels,
+                           "layers": stage.layer_deltas}[name.split("_", 1)[1]]
+                drawn = [p[name] for p in params]
+                assert len(set(drawn)) == min(m, len(options)), (name, drawn)
+    uniform = {fair_specs(space, random.Random(s), 1)[0].stages[2].conv_type for s in range(40)}
+    assert uniform == {ConvType.MBCONV, ConvType.DS, ConvType.CONV}  # one subnet alone: any option
