@@ -26,10 +26,19 @@ __all__ = ["HolderSymlinkLock"]
 log = logging.getLogger("effnas")
 
 
-def _me() -> str:
-    from .recovery import process_started
+_ME: tuple[int, str] | None = None
 
-    return f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid()) or ''}"
+
+def _me() -> str:
+    """``host:pid:start-time`` of this process (made once per process: every journal append takes
+    the lock, and reading ``/proc`` each time was measurable per trial; a forked child makes its own)."""
+    global _ME
+    pid = os.getpid()
+    if _ME is None or _ME[0] != pid:
+        from .recovery import process_started
+
+        _ME = (pid, f"{socket.gethostname()}:{pid}:{process_started(pid) or ''}")
+    return _ME[1]
 
 
 def _dead(holder: str) -> bool:

@@ -60,3 +60,19 @@ def test_held_path_and_touch(tmp_path):
     assert time.time() - os.lstat(lock.path).st_mtime < 60
     lock.release()
     assert not lock.held()
+
+
+def test_holder_id_is_made_once_per_process_and_anew_after_fork():
+    from effnas.study.locks import _me
+
+    me = _me()
+    assert me == _me() and me.split(":")[1] == str(os.getpid())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own pid, not the parent's cached id
+        os.write(write, _me().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 200).decode()
+    os.waitpid(pid, 0)
+    assert child.split(":")[1] == str(pid) and child != me
