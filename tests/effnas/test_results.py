@@ -47,7 +47,9 @@ def test_failed_write_keeps_the_old_file(tmp_path):
 
 
 def test_trials_frame_columns_and_dtypes():
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"s1_op": "mbconv", "s1_expand": 6})  # both columns have values whatever is sampled
+    study.enqueue_trial({"s1_op": "conv"})
 
     def objective(trial):
         op = trial.suggest_categorical("s1_op", ["mbconv", "conv"])
