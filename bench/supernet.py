@@ -30,7 +30,8 @@ saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resume
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
 ``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
-stand-alone proxy runs are shared. ``--ceiling`` also trains the tau set with a second proxy seed:
+stand-alone proxy runs are shared. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
+changed at a time (which options the shared weights serve badly). ``--ceiling`` also trains the tau set with a second proxy seed:
 the tau of the proxy against itself, the most any evaluator can reach against it. It also logs the supernet's median accuracy over the tau set
 next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
     ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="also score the largest subnet with one op / skip / expansion choice changed at a time")
     ap.add_argument("--ceiling", action="store_true",
                     help="also train the tau set with a second proxy seed: tau of the proxy against itself")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
@@ -270,9 +273,54 @@ def main() -> None:
         else:
             print(f"  best by {label}: re-trained acc {f['accuracy']:.4f}, reward {f['reward']:.4f}, "
                   f"{f['flops'] / 1e6:.2f}M FLOPs ({f['arch']})")
+    if args.sensitivity:
+        rows = sensitivity(space, scorer)
+        runs.put(f"sensitivity/{tag}", [list(r) for r in rows])
+        print("largest subnet with one choice changed (supernet accuracy):")
+        by_option: dict[tuple[str, str], list[float]] = {}
+        for name, option, acc in rows[1:]:
+            by_option.setdefault((name.split("_", 1)[-1], option), []).append(acc)
+        print(f"  largest: {rows[0][2]:.3f}")
+        for (what, option), accs in sorted(by_option.items()):
+            print(f"  {what}={option}: mean {statistics.fmean(accs):.3f} over {len(accs)} stages "
+                  f"(min {min(accs):.3f}, max {max(accs):.3f})")
     print(f"tau {tau_acc:.3f}, {speedup:.1f} x candidates/hour")
     if math.isnan(tau_acc):
         sys.exit(1)
+
+
+def sensitivity(space, scorer) -> list[tuple[str, str, float]]:
+    """The largest subnet's accuracy with one choice of one stage changed (every option of every
+    op, skip and expansion choice): which options the shared weights serve badly. Rows: (choice,
+    option, accuracy), the largest subnet itself first."""
+    from effnas.supernet.model import _Pick
+
+    def variant(over: dict):
+        def pick(name: str, choices: list):
+            if name in over:
+                return over[name]
+            what = name.rsplit("_", 1)[-1]
+            if what == "op":
+                return "mbconv" if "mbconv" in choices else choices[0]
+            if what == "skip":
+                return "identity" if "identity" in choices else choices[0]
+            if what == "activation":
+                return choices[0]
+            return max(choices)
+        return space.sample(_Pick(pick))
+
+    names: list[tuple[str, list]] = []
+    variant({})  # the largest; and record every choice it was asked
+    space.sample(_Pick(lambda name, choices: names.append((name, list(choices))) or
+                       ("mbconv" if "mbconv" in choices else choices[0])))
+    rows = [("largest", "-", scorer.accuracy(variant({})))]
+    for name, choices in names:
+        if not name.endswith(("_op", "_skip", "_expand")) and name != "activation":
+            continue
+        for option in choices:
+            spec = variant({name: option})
+            rows.append((name, str(option), scorer.accuracy(spec)))
+    return rows
 
 
 _FINAL_DATA: dict = {}
