@@ -18,7 +18,7 @@ from .data import DataSplits
 from .objective import Reward, cost_of
 from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
-from .study.enqueue import DUPLICATE, SearchExhausted
+from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted
 from .train import Diverged, ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
@@ -56,23 +56,36 @@ class Evaluator:
         self.multi_objective, self.prune = multi_objective, prune
         self.dedupe, self.arch_of = dedupe, arch_of
         self.duplicates_in_a_row = 0
+        self._newly_finished = NewlyFinished()
+        self._finished_archs: dict[str, optuna.trial.FrozenTrial] = {}  # arch -> its lowest finished trial
 
     def _twin(self, trial: optuna.Trial, arch: str) -> optuna.trial.FrozenTrial | None:
-        """The trial this one would repeat: a finished one (any number) or an earlier live one."""
-        best: optuna.trial.FrozenTrial | None = None
-        for t in trial.study.get_trials(deepcopy=False):
-            if t.number == trial.number or t.state == TrialState.FAIL or t.user_attrs.get(DUPLICATE) is not None:
+        """The trial this one would repeat: a finished one (any number; the lowest-numbered) or an
+        earlier live one. Finished trials never change, so each is indexed by its architecture once
+        (:class:`~effnas.study.enqueue.NewlyFinished`); only the live ones are looked at each time:
+        the check costs O(new + live trials), not O(study)."""
+        new, live = self._newly_finished(trial.study.get_trials(deepcopy=False))
+        for t in new:
+            other = t.user_attrs.get("arch")
+            if other is None or t.state == TrialState.FAIL or t.user_attrs.get(DUPLICATE) is not None:
+                continue
+            known = self._finished_archs.get(other)
+            if known is None or t.number < known.number:
+                self._finished_archs[other] = t
+        finished = self._finished_archs.get(arch)
+        if finished is not None and finished.number != trial.number:
+            return finished
+        for t in live:  # in number order
+            if t.number >= trial.number:
+                break
+            if t.user_attrs.get(DUPLICATE) is not None:
                 continue
             other = t.user_attrs.get("arch")
             if other is None and t.state == TrialState.WAITING and self.arch_of is not None:
                 other = self.arch_of(t.system_attrs.get("fixed_params") or t.params)
-            if other != arch:
-                continue
-            if t.state.is_finished():
+            if other == arch:
                 return t
-            if t.number < trial.number and best is None:
-                best = t
-        return best
+        return None
 
     def _repeat(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> Any:
         self.duplicates_in_a_row += 1
