@@ -95,8 +95,8 @@ def load_or_train(space: SearchSpace, data: DataSplits, identity: dict[str, Any]
             log.info("supernet: loaded %s (trained by another process meanwhile)", final)
             return _load(net, final), final
         write_json(identity, folder / "identity.json")
-        log.info("supernet: training %s (%d epochs on %d images, %d random subnets per step, distillation %s)",
-                 folder, cfg.epochs, len(data.train), cfg.random_subnets, "on" if cfg.distill else "off")
+        log.info("supernet: training %s (%d epochs on %d images, %d random subnets per step (%s), distillation %s)",
+                 folder, cfg.epochs, len(data.train), cfg.random_subnets, cfg.sampling, "on" if cfg.distill else "off")
         checkpoint = folder / "checkpoint.pt"
         history = train_supernet(net, data, cfg, proxy, seed, checkpoint, heartbeat=lock.touch)
         net.to("cpu")

@@ -19,7 +19,7 @@ import torch
 from search_space import ArchSpec
 
 from ..data import Batches, DataSplits
-from ..threads import resolve_threads
+from ..threads import torch_threads
 from ..train import EpochCallback, ProxyConfig, TrainConfig, TrainResult, _recalibrate_bn, resolve_device
 from .config import SupernetConfig
 from .model import SuperNet
@@ -49,11 +49,7 @@ class SupernetEvaluator:
 
     @torch.no_grad()
     def accuracy(self, spec: ArchSpec) -> float:
-        threads = resolve_threads(self.proxy.threads)
-        old = torch.get_num_threads()
-        if threads != old:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(self.proxy.threads):
             model = self.net.subnet(spec).to(self.device)
             for block in model.blocks:  # BN statistics of the network as evaluated: no stochastic depth
                 block.drop_connect = 0.0
@@ -66,9 +62,6 @@ class SupernetEvaluator:
                 for x, y in self.minival:
                     correct += int((model(x).argmax(1) == y).sum())
             return correct / self.images
-        finally:
-            if torch.get_num_threads() != old:
-                torch.set_num_threads(old)
 
     def __call__(self, spec: ArchSpec, data: Any, cfg: TrainConfig, on_epoch: EpochCallback | None = None,
                  **_: Any) -> TrainResult:
