@@ -218,6 +218,11 @@ def _plot(table: list[dict], path: Path) -> None:
         marker = "o" if row["name"].startswith("searched") else "s"
         ax.errorbar(row["flops"] / 1e6, row["mean"], yerr=row["sd"], fmt=marker, capsize=3, label=row["name"])
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 4, 6 -- not 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("MFLOPs (multiply-adds)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)
