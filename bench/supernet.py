@@ -296,33 +296,15 @@ def sensitivity(space, scorer) -> list[tuple[str, str, float]]:
     """The largest subnet's accuracy with one choice of one stage changed (every option of every
     op, skip and expansion choice): which options the shared weights serve badly. Rows: (choice,
     option, accuracy), the largest subnet itself first."""
-    from effnas.supernet.model import _Pick
+    from effnas.supernet.model import _Pick, largest_spec
 
-    def variant(over: dict):
-        def pick(name: str, choices: list):
-            if name in over:
-                return over[name]
-            what = name.rsplit("_", 1)[-1]
-            if what == "op":
-                return "mbconv" if "mbconv" in choices else choices[0]
-            if what == "skip":
-                return "identity" if "identity" in choices else choices[0]
-            if what == "activation":
-                return choices[0]
-            return max(choices)
-        return space.sample(_Pick(pick))
-
-    names: list[tuple[str, list]] = []
-    variant({})  # the largest; and record every choice it was asked
-    space.sample(_Pick(lambda name, choices: names.append((name, list(choices))) or
-                       ("mbconv" if "mbconv" in choices else choices[0])))
-    rows = [("largest", "-", scorer.accuracy(variant({})))]
-    for name, choices in names:
-        if not name.endswith(("_op", "_skip", "_expand")) and name != "activation":
-            continue
-        for option in choices:
-            spec = variant({name: option})
-            rows.append((name, str(option), scorer.accuracy(spec)))
+    largest = space.params_of(largest_spec(space))
+    asked: list[tuple[str, list]] = []  # every choice the largest subnet is made of, with its options
+    space.sample(_Pick(lambda name, choices: asked.append((name, list(choices))) or largest[name]))
+    rows = [("largest", "-", scorer.accuracy(largest_spec(space)))]
+    for name, choices in asked:
+        if name.endswith(("_op", "_skip", "_expand")) or name == "activation":
+            rows += [(name, str(option), scorer.accuracy(largest_spec(space, {name: option}))) for option in choices]
     return rows
 
 

@@ -206,10 +206,13 @@ class _Pick:
         return self.pick(name, list(choices))
 
 
-def _extreme(space: SearchSpace, big: bool) -> ArchSpec:
+def _extreme(space: SearchSpace, big: bool, changes: dict[str, Any] | None = None) -> ArchSpec:
     best = max if big else min
+    changes = changes or {}
 
     def pick(name: str, choices: list) -> Any:
+        if name in changes:
+            return changes[name]
         what = name.rsplit("_", 1)[-1]
         if what == "op":
             return "mbconv" if "mbconv" in choices else "ds" if "ds" in choices else choices[0]
@@ -222,9 +225,10 @@ def _extreme(space: SearchSpace, big: bool) -> ArchSpec:
     return space.sample(_Pick(pick))
 
 
-def largest_spec(space: SearchSpace) -> ArchSpec:
-    """The largest subnet: mbconv with the largest expansion, kernel, SE, width and depth everywhere."""
-    return _extreme(space, True)
+def largest_spec(space: SearchSpace, changes: dict[str, Any] | None = None) -> ArchSpec:
+    """The largest subnet: mbconv with the largest expansion, kernel, SE, width and depth everywhere;
+    ``changes`` (``{choice name: option}``, e.g. ``{"s3_op": "conv"}``) sets single choices."""
+    return _extreme(space, True, changes)
 
 
 def smallest_spec(space: SearchSpace) -> ArchSpec:

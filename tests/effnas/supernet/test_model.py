@@ -136,3 +136,12 @@ def test_fair_specs_share_out_every_option(space):
                 assert len(set(drawn)) == min(m, len(options)), (name, drawn)
     uniform = {fair_specs(space, random.Random(s), 1)[0].stages[2].conv_type for s in range(40)}
     assert uniform == {ConvType.MBCONV, ConvType.DS, ConvType.CONV}  # one subnet alone: any option
+
+
+def test_largest_with_one_choice_changed(space):
+    big = largest_spec(space)
+    changed = largest_spec(space, {"s3_op": "conv", "s5_skip": "none"})
+    assert changed.stages[2].conv_type is ConvType.CONV and not changed.stages[4].id_skip
+    same = [i for i in range(len(big.stages)) if i not in (2, 4)]
+    assert [changed.stages[i] for i in same] == [big.stages[i] for i in same]
+    assert changed.stages[2].out_filters == big.stages[2].out_filters  # the rest of stage 3 stays largest
