@@ -165,6 +165,8 @@ def main() -> None:
             log.info("proxy %d/%d: acc %.4f in %.1f s", i + 1, n_search, row["accuracy"], row["seconds"])
         proxy_rows.append({**row, "reward": rew(spec, row["accuracy"])})
 
+    proxy_acc = [r["accuracy"] for r in proxy_rows[:n_archs]]  # the tau set's stand-alone accuracies
+
     # 2b. the ceiling: the proxy against itself (the tau set re-trained with other seeds)
     ceiling, two_seeds = None, None
     if args.ceiling:
@@ -178,8 +180,8 @@ def main() -> None:
                 runs.put(key, row)
                 log.info("proxy, second seed %d/%d: acc %.4f", i + 1, n_archs, row["accuracy"])
             again.append(row["accuracy"])
-        ceiling = kendall_tau(again, [r["accuracy"] for r in proxy_rows[:n_archs]])
-        two_seeds = [(a + r["accuracy"]) / 2 for a, r in zip(again, proxy_rows[:n_archs])]
+        ceiling = kendall_tau(again, proxy_acc)
+        two_seeds = [(a + b) / 2 for a, b in zip(again, proxy_acc)]
 
     sn_rows = []
     sn_stream = iter(archs)
@@ -197,10 +199,11 @@ def main() -> None:
     for i in range(n_archs):
         sn_rows.append(sn_row(i, next(sn_stream)))
 
-    sn_median = statistics.median(r["accuracy"] for r in sn_rows)
+    sn_acc = [r["accuracy"] for r in sn_rows]  # the same networks, scored by the supernet
+    sn_median = statistics.median(sn_acc)
     log.info("supernet accuracy over the tau set: median %.3f (chance %.3f), proxy median %.3f", sn_median,
-             1 / data.num_classes, statistics.median(r["accuracy"] for r in proxy_rows[:n_archs]))
-    tau_acc = kendall_tau([r["accuracy"] for r in sn_rows], [r["accuracy"] for r in proxy_rows[:n_archs]])
+             1 / data.num_classes, statistics.median(proxy_acc))
+    tau_acc = kendall_tau(sn_acc, proxy_acc)
     tau_rew = kendall_tau([r["reward"] for r in sn_rows], [r["reward"] for r in proxy_rows[:n_archs]])
 
     # 3. speed (measured on the tau set, where both evaluators scored the same networks)
@@ -265,7 +268,7 @@ def main() -> None:
     print(f"tau (reward) {tau_rew:.3f} over {n_archs} random architectures; supernet median accuracy "
           f"{sn_median:.3f} (chance {1 / data.num_classes:.3f})")
     if ceiling is not None:
-        tau_mean = kendall_tau([r["accuracy"] for r in sn_rows[:n_archs]], two_seeds)
+        tau_mean = kendall_tau(sn_acc, two_seeds)
         print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f}; the supernet against "
               f"the mean of the two proxy seeds {tau_mean:.3f}")
     print(f"in W = {wall:.0f} s: proxy {n_search} candidates, supernet {m_amortised} (amortised), "
