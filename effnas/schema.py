@@ -12,6 +12,7 @@ got 0``), ready to be printed as one line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,13 @@ def _check_number(key: str, value: float, r: _Rule, what: str) -> None:
         raise ConfigError(key, f"{key} must be {what} {_bound_text(r)}, got {value!r}")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """A node class's resolved annotations, once per class: resolving them took ~1 ms a node, and
+    the evaluator makes a training config (a node) for every trial."""
+    return typing.get_type_hints(cls)
+
+
 class Schema:
     """Base of every config node. ``_key`` is where the node is mounted (``proxy``, ``search``,
     ``""`` for a root); messages name ``<_key>.<field>``."""
@@ -123,7 +131,7 @@ class Schema:
         if any(isinstance(getattr(self, f.name), str) and "${" in getattr(self, f.name)
                for f in dataclasses.fields(self)):  # type: ignore[arg-type]
             return  # a template with interpolations (OmegaConf reads defaults): checked once resolved
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             if f.name.startswith("_"):
                 continue

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
-from effnas.study.locks import HolderSymlinkLock
+from optuna.storages.journal import JournalFileSymlinkLock
+
+from effnas.study.locks import HolderSymlinkLock, _dead, _me
 
 HOLD = ("import sys, time; from effnas.study.locks import HolderSymlinkLock; "
         "lock = HolderSymlinkLock(sys.argv[1]); lock.acquire(); print('held', flush=True); "
@@ -35,7 +37,48 @@ def test_a_dead_holders_lock_is_broken_at_once(tmp_path, caplog):
     assert time.monotonic() - start < 5  # Optuna alone waits out its 30 s grace period
     assert "is gone" in caplog.text
     lock.release()
-    assert not os.path.lexists(f"{journal}.lock") and not os.path.exists(f"{journal}.lock.holder")
+    assert not os.path.lexists(f"{journal}.lock")
+    assert os.listdir(f"{journal}.lock.d") == [_me()]  # the dead one's file went with it
+
+
+def test_the_holder_is_the_links_target_and_plain_optuna_can_stat_it(tmp_path):
+    journal = tmp_path / "study.journal"
+    journal.write_text("")
+    lock = HolderSymlinkLock(str(journal))
+    assert lock.holder() is None
+    lock.acquire()
+    assert lock.holder() == _me()
+    os.stat(lock.path)  # resolves: Optuna's own waiters stat the lock (a dangling link would spin them)
+    lock.release()
+    assert lock.holder() is None
+    plain = JournalFileSymlinkLock(str(journal))  # plain Optuna points the link at the journal
+    plain.acquire()
+    assert lock.holder() is None and not _dead(os.readlink(lock.path))  # grace rule, never broken as dead
+    plain.release()
+
+
+def test_holder_files_of_dead_processes_are_swept_and_a_forked_childs_exit_keeps_the_parents(tmp_path):
+    journal = tmp_path / "study.journal"
+    proc = _holder(journal, 0)  # takes, releases and exits normally: removes its own file
+    proc.wait(timeout=30)
+    assert os.listdir(f"{journal}.lock.d") == []
+    proc = _holder(journal, 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.unlink(f"{journal}.lock")  # as if someone released it: only the dead one's file is left
+    assert len(os.listdir(f"{journal}.lock.d")) == 1
+    lock = HolderSymlinkLock(str(journal))
+    lock.acquire()
+    lock.release()
+    assert os.listdir(f"{journal}.lock.d") == [_me()]
+    pid = os.fork()
+    if pid == 0:
+        import atexit
+
+        atexit._run_exitfuncs()  # what a normal interpreter exit of a forked child runs
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.listdir(f"{journal}.lock.d") == [_me()]
 
 
 def test_a_live_holder_is_waited_for(tmp_path):
@@ -63,8 +106,6 @@ def test_held_path_and_touch(tmp_path):
 
 
 def test_holder_id_is_made_once_per_process_and_anew_after_fork():
-    from effnas.study.locks import _me
-
     me = _me()
     assert me == _me() and me.split(":")[1] == str(os.getpid())
     read, write = os.pipe()
