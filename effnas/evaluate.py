@@ -18,7 +18,7 @@ from .data import DataSplits
 from .objective import Reward, cost_of
 from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
-from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted
+from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials
 from .train import Diverged, ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
@@ -64,7 +64,7 @@ class Evaluator:
         earlier live one. Finished trials never change, so each is indexed by its architecture once
         (:class:`~effnas.study.enqueue.NewlyFinished`); only the live ones are looked at each time:
         the check costs O(new + live trials), not O(study)."""
-        new, live = self._newly_finished(trial.study.get_trials(deepcopy=False))
+        new, live = self._newly_finished(study_trials(trial.study))
         for t in new:
             other = t.user_attrs.get("arch")
             if other is None or t.state == TrialState.FAIL or t.user_attrs.get(DUPLICATE) is not None:

@@ -28,6 +28,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from .enqueue import live_trials
 from .storage import RetryStaleTrial
 
 __all__ = ["ORPHAN_SECONDS", "worker_id", "process_started", "record_worker", "recover_dead_local_workers",
@@ -162,7 +163,7 @@ def recover_dead_local_workers(study: optuna.Study, max_retry: int) -> list[int]
     host = socket.gethostname()
     failed = []
     recorded: dict | None = None  # the study's record of worker start times, read when needed
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for t in [t for t in live_trials(study) if t.state == TrialState.RUNNING]:
         who = t.user_attrs.get("worker")
         if _orphaned(t):
             reason = f"orphaned: its worker never recorded itself within {ORPHAN_SECONDS:.0f}s"

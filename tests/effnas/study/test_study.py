@@ -434,3 +434,44 @@ def test_concurrent_writers_never_leave_a_torn_file(tmp_path):
     assert all(w.returncode == 0 for w in writers)
     assert min(written) > 5 and min(reads.values()) > 5, (written, reads)
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no leftovers
+
+
+def test_study_trials_follows_the_storage_as_get_trials_does(tmp_path):
+    """The incremental listing (journal: only unfinished and new trials read again) equals
+    ``get_trials`` after trials are added, finish, and are enqueued -- also from another process's
+    storage object, and when unfinished trials are most of the study (it lists the study whole)."""
+    from effnas.study.enqueue import live_trials, study_trials
+
+    def journal() -> optuna.storages.JournalStorage:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "j")))
+
+    study = optuna.create_study(storage=journal(), study_name="s")
+    other = optuna.load_study(storage=journal(), study_name="s")  # a second worker's view of the file
+
+    def same() -> None:
+        for view in (study, other):
+            want = view.get_trials(deepcopy=False)
+            got = study_trials(view)
+            assert [(t.number, t.state, t.user_attrs) for t in got] == \
+                   [(t.number, t.state, t.user_attrs) for t in want]
+            assert [t.number for t in live_trials(view)] == [t.number for t in want if not t.state.is_finished()]
+
+    same()
+    running = []
+    for i in range(80):  # two left running: few enough that only they and new trials are read again
+        t = study.ask()
+        t.suggest_int("a", 0, 9)
+        if i in (3, 33):
+            running.append(t)
+        else:
+            study.tell(t, float(i))
+        same()
+    other.enqueue_trial({"a": 1})
+    same()
+    running[0].set_user_attr("seen", True)
+    study.tell(running[0], state=TrialState.PRUNED)
+    other.tell(running[1].number, 1.0)
+    same()
+    for _ in range(80):  # unfinished trials outnumber the finished share: listed whole
+        other.enqueue_trial({"a": 2})
+    same()
