@@ -201,8 +201,13 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     ratios = [p.flops_ratio for p in points if p.flops_ratio is not None]
     spread = f"; real FLOPs ratios to the base {min(ratios):.3f}-{max(ratios):.3f} (max/min {max(ratios) / min(ratios):.3f})" \
         if ratios else ""
+    # Rounding (ceil of repeats, filters to multiples of 8, whole pixels) maps nearby points to one
+    # network: each is trained once, the others take its result (duplicate_of).
+    networks = len({measure_point(base, r0, p.alpha, p.beta, p.gamma, base_flops=base_flops)[1].to_string()
+                    for p in points})
     print(f"scale-search: grid of {len(points)} point{'' if len(points) == 1 else 's'} to evaluate at {r0} px "
-          f"(study {study_name}){spread}", flush=True)
+          f"(study {study_name}), {networks} distinct network{'' if networks == 1 else 's'} after rounding"
+          f"{spread}", flush=True)
 
     folder.mkdir(parents=True, exist_ok=True)
     storage = cfg.storage.build(folder, workers=cfg.workers)
@@ -224,8 +229,10 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
 
     def runner_at(resolution: int) -> Evaluator:
         if resolution not in runners:
-            runners[resolution] = Evaluator(cache.at(resolution), proxy, reward, max_flops=None,
-                                            max_params=None, seed=settings.seed, prune=False)
+            runner = Evaluator(cache.at(resolution), proxy, reward, max_flops=None, max_params=None,
+                               seed=settings.seed, prune=False, dedupe=True)
+            runner.max_duplicates_in_a_row = len(points) + 1  # a fixed list of points, not a sampler
+            runners[resolution] = runner
         return runners[resolution]
 
     def objective(trial: optuna.Trial) -> float:
@@ -295,14 +302,15 @@ def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial, started: float
     """One line per finished trial: progress over distinct points, the point, its accuracy."""
     trials = study.get_trials(deepcopy=False)
     planned = {point_key(point_params(t)) for t in trials} - {None}
-    done = {point_key(point_params(t)) for t in trials
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("duplicate_of") is None}
+    done = {point_key(point_params(t)) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     a = trial.user_attrs
     params = point_params(trial)
     where = _fmt_point(*(params[n] for n in ("alpha", "beta", "gamma"))) if point_key(params) else "?"
     if trial.state == TrialState.COMPLETE:
         what = (f"acc {a['accuracy']:.4f}, product {a['product']:.3f}, FLOPs x{a['flops_ratio']:.2f} "
                 f"({a['resolution']} px, {a['flops'] / 1e6:.2f}M FLOPs) in {a.get('train_seconds', 0):.1f}s")
+        if a.get("duplicate_of") is not None:
+            what += f" (the network of trial {a['duplicate_of']} after rounding: its result, not trained again)"
     else:
         what = a.get("reason", "")
     best = choose_best(study, target)

@@ -61,8 +61,14 @@ def test_cli_writes_grid_and_coefficients(tiny_search, st, base_json):
         assert row["flops"] == count_flops(spec, row["resolution"]) and row["params"] == point.params
         assert row["flops_ratio"] == pytest.approx(row["flops"] / count_flops(base, 32))
         assert ArchSpec.from_string(row["arch"]) == spec
-        assert 0 <= row["accuracy"] <= 1 and row["train_seconds"] > 0 and row["epochs"] == 1
+        assert 0 <= row["accuracy"] <= 1 and row["epochs"] == 1
         assert row["seed"] == 0  # one seed for every point
+        if pd.isna(row["duplicate_of"]):
+            assert row["train_seconds"] > 0
+        else:  # alpha 1.1 and 1.2 round to the same repeats of the narrow base: trained once
+            twin = pq.set_index("number").loc[row["duplicate_of"]]
+            assert row["train_seconds"] == 0 and row["accuracy"] == twin["accuracy"] and row["arch"] == twin["arch"]
+    assert pq["duplicate_of"].notna().sum() == 1 and "2 distinct networks after rounding" in proc.stdout
     assert list(csv["accuracy"]) == pytest.approx(list(pq["accuracy"]))
 
     coeffs = yaml.safe_load((folder / "coefficients.yaml").read_text())
@@ -207,6 +213,24 @@ def test_a_duplicate_trial_is_closed_without_training(tmp_path, base_json):
     assert pd.isna(t.loc[1, "accuracy"]) and pd.isna(t.loc[3, "train_seconds"])
     done = [tuple(r) for r in t[t["state"] == "COMPLETE"][["alpha", "beta", "gamma"]].itertuples(index=False)]
     assert sorted(done) == [(1.1, 1.1, 1.2), (1.2, 1.1, 1.15)]
+
+
+def test_points_that_round_to_one_network_train_it_once(tmp_path, base_json, capsys):
+    """alpha 1.05 and 1.1 give every stage of the narrow base the same ceil'd repeats: one network.
+    The plan line says so, the second point is not trained and takes the first one's result (same
+    seed: the same accuracy), and the coefficients break the tie by the constraint."""
+    cfg = _cfg(tmp_path, base_json, "round", grid={"alpha": [1.05, 1.1], "beta": [1.0, 1.0], "gamma": [1.0, 1.0],
+                                                  "step": 0.05, "tol": 1.0, "mode": "product"})
+    base = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    assert measure_point(base, 32, 1.05, 1.0, 1.0)[1] == measure_point(base, 32, 1.1, 1.0, 1.0)[1]
+    out = run_scale_search(cfg)
+    assert "grid of 2 points to evaluate at 32 px (study round), 1 distinct network after rounding" in capsys.readouterr().out
+    t = out.table.set_index("number")
+    assert list(t["state"]) == ["COMPLETE", "COMPLETE"]
+    assert pd.isna(t.loc[0, "duplicate_of"]) and t.loc[1, "duplicate_of"] == 0
+    assert t.loc[1, "accuracy"] == t.loc[0, "accuracy"] and t.loc[1, "train_seconds"] == 0.0
+    assert t.loc[0, "train_seconds"] > 0 and t.loc[0, "arch"] == t.loc[1, "arch"]
+    assert out.best["alpha"] == 1.1  # equal accuracy: the product closer to 2 wins
 
 
 def test_a_failed_point_is_enqueued_again_on_resume(tmp_path, base_json):
