@@ -98,6 +98,7 @@ def main() -> None:
     search_cfg = {"results_dir": str(out), "search": {"study_name": "stage1", **({"n_trials": 4} if smoke else {})},
                   "proxy": {**tiny}, **({"rerank": {"k": 2, "seeds": 2, "epochs": 1, "train_size": 512}} if smoke else {})}
     outcome = run_search(search_cfg)
+    _stop_if_interrupted(outcome.interrupted, "stage 1")
     best = outcome.best
     searched = ArchSpec.from_string(best["arch"])
     r = best["resolution"]
@@ -163,6 +164,7 @@ def main() -> None:
     if upto > 0:
         scale = run_scale_search({"results_dir": str(out), "base": str(out / "stage1" / "best.json"),
                                   "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid})
+        _stop_if_interrupted(scale.interrupted, "stage 2")
         coeff = scale.folder / "coefficients.yaml"
         ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),
                            "max_phi": upto})
@@ -205,6 +207,14 @@ def main() -> None:
     print(f"searched B0 {s0['mean']:.4f} ± {s0['sd']:.4f} at {s0['flops'] / 1e6:.2f}M FLOPs {verdict} EfficientNet-B0 "
           f"matched to its FLOPs {m0['mean']:.4f} ± {m0['sd']:.4f} ({m0['flops'] / 1e6:.2f}M); tau {tau:.2f}; "
           f"{time.monotonic() - started:.0f}s{' (smoke: sizes are toys)' if smoke else ''}")
+
+
+def _stop_if_interrupted(signame: str | None, what: str) -> None:
+    """The searches return on Ctrl-C / SIGTERM with what finished saved; the bench stops there too
+    (not go on to the next step with a half-done search). Run it again to resume."""
+    if signame is not None:
+        print(f"{what} interrupted by {signame}: stopped; run the same command again to resume", flush=True)
+        raise SystemExit(130 if signame == "SIGINT" else 143)
 
 
 def _plot(table: list[dict], path: Path) -> None:
