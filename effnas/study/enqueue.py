@@ -116,9 +116,9 @@ _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 class _TrialList:
     """A study's trials in number order -- what ``study.get_trials(deepcopy=False)`` returns -- kept
     up to date incrementally on a journal storage. Listing a study is O(n) (Optuna's journal walks
-    every trial of the study on each call: 2 ms at 3,000 trials), and a worker lists it several
-    times per trial (budget, duplicate check, progress, dead-worker check): at 10,000 trials that
-    was most of the tool's own time. Optuna never changes a finished trial, so only the trials
+    every trial of the study on each call: 0.19 ms at 3,000 trials, measured; this: 0.10 ms with six
+    trials unfinished), and a worker lists it several times per trial (budget, duplicate check,
+    progress, dead-worker check). Optuna never changes a finished trial, so only the trials
     unfinished at the previous call and those added since are read again, one by one
     (``get_trial_id_from_study_id_trial_number`` and ``get_trial``: O(1) each on a journal). When
     unfinished trials are a large share of the study (a grid of enqueued points), or on a database
