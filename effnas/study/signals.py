@@ -47,12 +47,14 @@ def _in_main_thread() -> bool:
 
 
 # Code that must not be cut in half by an exception from a signal handler: a journal write holds
-# a lock file, a database call a transaction.
-_UNSAFE_MODULES = ("optuna.storages", "sqlalchemy", "psycopg2")
+# a lock file, a database call a transaction; and the import machinery, whose module-lock weakref
+# callbacks swallow an exception raised in them ("Exception ignored in ... cb"): a SIGINT that
+# landed there during a lazy import was lost and the run went on to exit 0.
+_UNSAFE_MODULES = ("optuna.storages", "sqlalchemy", "psycopg2", "importlib", "_frozen_importlib")
 _REDELIVER_SECONDS = 0.05
 
 
-def _in_storage_call(frame: Any) -> bool:
+def _in_unsafe_call(frame: Any) -> bool:
     while frame is not None:
         if str(frame.f_globals.get("__name__", "")).startswith(_UNSAFE_MODULES):
             return True
@@ -84,7 +86,7 @@ def handle_signals() -> Iterator[None]:
         if _SIGNALS.delivered:
             log.warning("%s received again: still writing the results, please wait", name)
             return
-        if _SIGNALS.armed and not _in_storage_call(frame):
+        if _SIGNALS.armed and not _in_unsafe_call(frame):
             _SIGNALS.pending, _SIGNALS.delivered = None, True
             raise Interrupted(name)
         _SIGNALS.pending = _SIGNALS.pending or name

@@ -475,3 +475,18 @@ def test_study_trials_follows_the_storage_as_get_trials_does(tmp_path):
     for _ in range(80):  # unfinished trials outnumber the finished share: listed whole
         other.enqueue_trial({"a": 2})
     same()
+
+
+def test_a_signal_inside_the_import_machinery_is_held_not_raised():
+    """An exception raised in importlib's module-lock callbacks is swallowed by the interpreter, so a
+    signal landing there waits (and is delivered again) like one inside a storage call."""
+    from types import SimpleNamespace
+
+    from effnas.study.signals import _in_unsafe_call
+
+    def frame(name, back=None):
+        return SimpleNamespace(f_globals={"__name__": name}, f_back=back)
+
+    assert _in_unsafe_call(frame("importlib._bootstrap", frame("torch.nn")))
+    assert _in_unsafe_call(frame("effnas.train", frame("optuna.storages.journal._storage")))
+    assert not _in_unsafe_call(frame("effnas.train", frame("torch.nn")))
