@@ -1,24 +1,32 @@
 """The proof, end to end on Fashion-MNIST: does the searched B0 (and its family) beat what a user has?
 
-    python bench/pipeline.py [--results DIR] [--epochs 5] [--seeds 3] [--family-upto 3] [--tau-extra 0] [--smoke]
+    python bench/pipeline.py [--results DIR] [--epochs 5] [--seeds 3] [--tau-extra 5] [--family-upto 0]
+                             [--jobs 2] [--threads 1] [--smoke]
 
 1. Stage 1: the default ``nas-search`` (40 trials, re-ranking of the top 3) -> the searched B0.
 2. One full protocol for every network (``--epochs`` on all training images, the search's
    resolution, ``--seeds`` seeds; test accuracy on the official test split): the searched B0;
    EfficientNet-B0 scaled (width, depth) to the searched B0's FLOPs within 5% -- the fair
    comparison; the reference EfficientNet-B0, MobileNetV2 and the exact MnasNet-A1 (all with the
-   dataset's classes and channels).
-3. Stage 2: the default ``scale-search`` from the searched B0, its family b1..bK, against
-   EfficientNet b1..bK grown with the paper's coefficients from the reference B0, trained the same way.
-4. Kendall tau between the search's 1-epoch proxy accuracy and the full-protocol accuracy over
+   dataset's classes and channels); and (``--tau-extra N``) the next N distinct stage-1 networks
+   by proxy reward, seed 0 only, so that tau covers >= 10 networks.
+3. With ``--family-upto K`` (K >= 1): stage 2, the default ``scale-search`` from the searched B0, its
+   family b1..bK, against EfficientNet b1..bK grown with the paper's coefficients from the
+   reference B0, trained the same way.
+4. Kendall tau between the 1-epoch proxy accuracy and the full-protocol accuracy (seed 0) over
    every architecture trained (how much the proxy can be trusted).
 
-Sizes and time on 2 CPU cores (measured 2026-11-30): stage 1 takes about 11 minutes; one
-5-epoch training on all 55,000 training images takes about 170 s for a 3M-FLOPs network at 32 px
-and grows with FLOPs, so the five networks x 3 seeds take about 70 minutes, and the families
-b1..b3 x 2 x 3 seeds several hours more: ``--family-upto 0`` stops after step 2 (no stage 2),
-``--tau-extra N`` adds the next N distinct stage-1 networks by proxy reward (seed 0 only) so that
-tau covers >= 10 networks. Tau is computed on every network's seed-0 accuracy.
+Trainings run ``--jobs`` at a time, each in its own process with ``--threads`` torch threads (two
+one-thread trainings side by side use 2 cores better than one two-thread training).
+
+Sizes and time on 2 CPU cores (measured 2026-11-30 and 2026-12-01, one thread per training):
+stage 1 takes about 11 minutes; one 5-epoch training on all 55,000 training images takes 170 s
+(the searched B0, 2.9M FLOPs at 32 px) to 680 s (EfficientNet-B0, 8.3M FLOPs), so the five
+networks x 3 seeds are about 95 minutes of one core, the five tau networks about 40 more: with
+two jobs, the default run (steps 1, 2 and 4) should take about 80 minutes (summed from the
+per-training times; not yet timed end to end). The families are the long
+run, beyond the 90 minutes: a b1 network is 16-23M FLOPs (about 20 minutes a training), so
+``--family-upto 1`` adds about 1 hour 15 minutes with two jobs, and every further phi about doubles it.
 
 Writes ``pipeline.json`` (every run; an interrupted bench resumes from it), ``pipeline.md`` (the
 table) and ``pipeline.png`` (accuracy vs FLOPs) into ``--results``, and prints the headline
@@ -29,9 +37,12 @@ its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
+import functools
+import signal
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,16 +69,119 @@ def matched_efficientnet(b0, target_flops: int, resolution: int):
     return best[1], best[2], best[3]
 
 
+@dataclass(frozen=True)
+class Job:
+    """One training of the bench: ``kind`` "full" (the full protocol; test accuracy) or "proxy"
+    (the search's 1-epoch proxy; minival accuracy), keyed in pipeline.json by ``key``."""
+
+    key: str
+    arch: str
+    seed: int
+    kind: str
+    name: str
+
+
+class Trainer:
+    """Runs the jobs not yet in pipeline.json, ``jobs`` at a time in separate processes of
+    ``threads`` threads each (two one-thread trainings side by side use two cores better than one
+    two-thread training), saving each result as it finishes, with progress and an ETA. Ctrl-C or
+    SIGTERM stops the workers; what finished is kept (run the bench again to resume)."""
+
+    def __init__(self, runs: Runs, full, proxy, *, jobs: int, threads: int | None, started: float) -> None:
+        self.runs, self.configs = runs, {"full": full, "proxy": proxy}
+        self.jobs, self.threads, self.started = jobs, threads, started
+
+    def run(self, jobs: list[Job]) -> None:
+        todo = [j for j in dict.fromkeys(jobs) if self.runs.get(j.key) is None]
+        if not todo:
+            return
+        t0, done = time.monotonic(), 0
+        width = min(self.jobs, len(todo))
+        print(f"[{time.monotonic() - self.started:.0f}s] {len(todo)} trainings to run, {width} at a time", flush=True)
+
+        def finished(job: Job, run: dict) -> None:
+            nonlocal done
+            self.runs.put(job.key, run)
+            done += 1
+            left = len(todo) - done
+            eta = (time.monotonic() - t0) / done * left
+            acc = run.get("test_accuracy", run.get("accuracy"))
+            print(f"[{time.monotonic() - self.started:.0f}s] {job.name} seed {job.seed}: "
+                  f"{'test' if job.kind == 'full' else 'minival'} accuracy {acc:.4f} ({run['seconds']:.0f}s); "
+                  f"{done}/{len(todo)} done" + (f", about {eta / 60:.0f} min left" if left else ""), flush=True)
+
+        if width == 1:
+            for job in todo:
+                finished(job, _train_job(job, self.configs))
+            return
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(width, _worker_init, (self.threads or 1,))
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            for job, run in pool.imap_unordered(functools.partial(_job_result, configs=self.configs), todo):
+                finished(job, run)
+            pool.close()
+        except KeyboardInterrupt:
+            pool.terminate()
+            print(f"interrupted: {done} of {len(todo)} trainings saved; run the same command again to resume", flush=True)
+            raise SystemExit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            pool.terminate()
+            pool.join()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_init(threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool on Ctrl-C
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+_DATA: dict = {}
+
+
+def _train_job(job: Job, configs: dict) -> dict:
+    from effnas.task import load_data
+    from effnas.train import evaluate, train_and_evaluate
+    from search_space import ArchSpec
+
+    spec, cfg = ArchSpec.from_string(job.arch), configs[job.kind]
+    full = job.kind == "full"
+    key = (job.kind, spec.resolution)
+    if key not in _DATA:
+        _DATA[key] = load_data({"name": "fashion_mnist", "root": None}, cfg, 0, resolution=spec.resolution, test=full)
+    data = _DATA[key]
+    res = train_and_evaluate(spec, data, cfg.train_config(job.seed), keep_model=full)
+    if not full:
+        return {"accuracy": res.accuracy, "seconds": res.train_seconds}
+    acc = evaluate(res.model, data.test, data.mean, data.std, device=next(res.model.parameters()).device)
+    return {"test_accuracy": acc, "seconds": res.train_seconds}
+
+
+def _job_result(job: Job, configs: dict) -> tuple[Job, dict]:
+    return job, _train_job(job, configs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/pipeline")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--family-upto", type=int, default=3, help="0: no stage 2 and no families")
-    ap.add_argument("--tau-extra", type=int, default=0,
+    ap.add_argument("--family-upto", type=int, default=0,
+                    help="K >= 1: also stage 2 and the families b1..bK (hours on 2 cores); 0: neither")
+    ap.add_argument("--tau-extra", type=int, default=5,
                     help="also train the next N distinct stage-1 networks by proxy reward (seed 0 only), so "
                          "that Kendall tau covers more architectures")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="trainings side by side, each in its own process (default 2: one per core here)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of this process (the searches) and of each training process (default 1)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
 
@@ -75,8 +189,7 @@ def main() -> None:
 
     import nas.config  # noqa: F401
     import scaling_search.config  # noqa: F401
-    from effnas.task import load_data
-    from effnas.train import ProxyConfig, evaluate, train_and_evaluate
+    from effnas.train import ProxyConfig
     from nas.search import run_search
     from scaling_search.family import family_table, run_family
     from scaling_search.search import run_scale_search
@@ -114,37 +227,27 @@ def main() -> None:
             "MnasNet-A1": reference_spec("mnasnet-a1", num_classes=classes, in_channels=channels).replace(resolution=r)}
     full = ProxyConfig(epochs=1 if smoke else args.epochs, train_size=2000 if smoke else None,
                        bn_recalibrate_batches=10, **({"minival_size": 500} if smoke else {}))
-    datasets: dict[int, object] = {}
+    proxy_cfg = ProxyConfig(**tiny) if smoke else ProxyConfig()
+    trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, threads=args.threads, started=started)
 
-    def data_at(res: int):
-        if res not in datasets:
-            datasets[res] = load_data({"name": "fashion_mnist", "root": None}, full, 0, resolution=res, test=True)
-        return datasets[res]
-
-    def train(name: str, spec, seeds: int) -> dict:
+    def row(name: str, spec, seeds: int) -> dict:
         accs = []
-        for s in range(seeds):
-            key = f"{name}|{spec.to_string()}|{s}"
-            run = runs.get(key)
-            if run is None:
-                data = data_at(spec.resolution)
-                res = train_and_evaluate(spec, data, full.train_config(s), keep_model=True)
-                acc = evaluate(res.model, data.test, data.mean, data.std, device=next(res.model.parameters()).device)
-                run = {"test_accuracy": acc, "seconds": res.train_seconds}
-                runs.put(key, run)
-                print(f"[{time.monotonic() - started:.0f}s] {name} seed {s}: test accuracy {acc:.4f} "
-                      f"({res.train_seconds:.0f}s)", flush=True)
-            accs.append(run["test_accuracy"])
-        more = seeds  # seeds beyond --seeds measured by an earlier run of the bench count too
-        while runs.get(f"{name}|{spec.to_string()}|{more}") is not None:
-            accs.append(runs.get(f"{name}|{spec.to_string()}|{more}")["test_accuracy"])
-            more += 1
+        s = 0  # seeds beyond --seeds measured by an earlier run of the bench count too
+        while s < seeds or runs.get(f"{name}|{spec.to_string()}|{s}") is not None:
+            accs.append(runs.get(f"{name}|{spec.to_string()}|{s}")["test_accuracy"])
+            s += 1
         return {"name": name, "arch": spec.to_string(), "params": count_params(spec),
                 "flops": count_flops(spec, spec.resolution), "resolution": spec.resolution, "accs": accs,
                 "mean": statistics.fmean(accs), "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0}
 
+    def train(wanted: list[tuple[str, object, int]]) -> list[dict]:
+        """Train every (name, spec, seeds) not in pipeline.json yet (``--jobs`` at a time), then its rows."""
+        trainer.run([Job(f"{name}|{spec.to_string()}|{s}", spec.to_string(), s, "full", name)
+                     for name, spec, n in wanted for s in range(n)])
+        return [row(name, spec, n) for name, spec, n in wanted]
+
     seeds = 1 if smoke else args.seeds
-    table = [train(n, s, seeds) for n, s in nets.items()]
+    wanted = [(n, spec, seeds) for n, spec in nets.items()]
 
     # extra architectures for tau: the next distinct stage-1 networks by proxy reward, one seed
     if args.tau_extra:
@@ -152,10 +255,11 @@ def main() -> None:
 
         trials = pd.read_parquet(out / "stage1" / "trials.parquet")
         done = trials[(trials["state"] == "COMPLETE") & trials["rerank_of"].isna() & trials["duplicate_of"].isna()]
-        known = {row["arch"] for row in table}
+        known = {spec.to_string() for _, spec, _ in wanted}
         extra = [a for a in done.sort_values("reward", ascending=False)["arch"] if a not in known]
         for i, arch in enumerate(list(dict.fromkeys(extra))[:args.tau_extra]):
-            table.append(train(f"stage-1 network {i + 1} by proxy reward", ArchSpec.from_string(arch), 1))
+            wanted.append((f"stage-1 network {i + 1} by proxy reward", ArchSpec.from_string(arch), 1))
+    table = train(wanted)
 
     # 3. stage 2 and the families --------------------------------------------------------------
     smoke_grid = {"grid": {"alpha": [1.0, 1.2], "beta": [1.0, 1.1], "gamma": [1.0, 1.2], "step": 0.1,
@@ -169,25 +273,16 @@ def main() -> None:
         ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),
                            "max_phi": upto})
         theirs, specs = family_table(ref, "paper", upto, resolution=r)
-        for phi in range(1, upto + 1):
-            table.append(train(f"searched b{phi}", ours.specs[f"b{phi}"], seeds))
-            table.append(train(f"EfficientNet b{phi} (paper coefficients)", specs[f"b{phi}"], seeds))
+        table += train([row for phi in range(1, upto + 1)
+                        for row in ((f"searched b{phi}", ours.specs[f"b{phi}"], seeds),
+                                    (f"EfficientNet b{phi} (paper coefficients)", specs[f"b{phi}"], seeds))])
 
     # 4. proxy vs full: Kendall tau ------------------------------------------------------------
-    proxy_cfg = ProxyConfig(**tiny) if smoke else ProxyConfig()
-    proxy_data = load_data({"name": "fashion_mnist", "root": None}, proxy_cfg, 0, resolution=r)
+    trainer.run([Job(f"proxy|{row['arch']}", row["arch"], 0, "proxy", f"{row['name']} (1-epoch proxy)") for row in table])
     proxy, final = [], []
     for row in table:
-        spec = ArchSpec.from_string(row["arch"])
-        key = f"proxy|{row['arch']}"
-        run = runs.get(key)
-        if run is None:
-            data = proxy_data if spec.resolution == r else load_data({"name": "fashion_mnist", "root": None},
-                                                                      proxy_cfg, 0, resolution=spec.resolution)
-            run = {"accuracy": train_and_evaluate(spec, data, proxy_cfg.train_config(0)).accuracy}
-            runs.put(key, run)
-        row["proxy_accuracy"] = run["accuracy"]
-        proxy.append(run["accuracy"])
+        row["proxy_accuracy"] = runs.get(f"proxy|{row['arch']}")["accuracy"]
+        proxy.append(row["proxy_accuracy"])
         final.append(row["accs"][0])  # seed 0: every network has it (the tau-extra ones only it)
     tau = kendall_tau(proxy, final)
 

@@ -18,6 +18,7 @@ from .data import DataSplits
 from .objective import Reward, cost_of
 from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
+from .study.attrs import set_user_attrs
 from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials
 from .train import Diverged, ProxyConfig, TrainResult, train_and_evaluate
 
@@ -92,16 +93,14 @@ class Evaluator:
         if self.duplicates_in_a_row > self.max_duplicates_in_a_row:
             raise SearchExhausted(f"the sampler proposed {self.max_duplicates_in_a_row} architectures in a row "
                                   f"that were already trained (is the space exhausted?)")
-        trial.set_user_attr(DUPLICATE, twin.number)
-        trial.set_user_attr("train_seconds", 0.0)
+        attrs: dict[str, Any] = {DUPLICATE: twin.number, "train_seconds": 0.0}
         if twin.state == TrialState.COMPLETE:
-            for key in _COPIED:
-                if key in twin.user_attrs:
-                    trial.set_user_attr(key, twin.user_attrs[key])
-            trial.set_user_attr("reason", f"same architecture as trial {twin.number}: not trained, its result copied")
+            attrs.update({key: twin.user_attrs[key] for key in _COPIED if key in twin.user_attrs})
+            set_user_attrs(trial, {**attrs, "reason": f"same architecture as trial {twin.number}: not trained, "
+                                                       f"its result copied"})
             return tuple(twin.values) if self.multi_objective else twin.value
         reason = f"same architecture as trial {twin.number} ({twin.state.name}): not trained"
-        trial.set_user_attr("reason", reason)
+        set_user_attrs(trial, {**attrs, "reason": reason})
         if twin.state == TrialState.PRUNED:
             raise optuna.TrialPruned(reason)
         raise BudgetTaken(reason)
@@ -115,9 +114,8 @@ class Evaluator:
         seed = self.seed + trial.number if seed is None else seed
         flops, params = count_flops(spec, res), count_params(spec)
         arch = spec.to_string()
-        for key, value in {"arch": arch, "flops": flops, "params": params, "seed": seed,
-                           "resolution": res, **(extra_attrs or {})}.items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(trial, {"arch": arch, "flops": flops, "params": params, "seed": seed, "resolution": res,
+                               **(extra_attrs or {})})
         if self.dedupe:  # the arch is recorded first: of two workers racing, the later trial yields
             twin = self._twin(trial, arch)
             if twin is not None:
@@ -127,8 +125,7 @@ class Evaluator:
         for name, value, limit in limits:
             if limit is not None and value > limit:
                 reason = f"{name}: {fmt_count(value)} > limit {fmt_count(limit)} (not trained)"
-                trial.set_user_attr("reason", reason)
-                trial.set_user_attr("epochs", 0)
+                set_user_attrs(trial, {"reason": reason, "epochs": 0})
                 raise optuna.TrialPruned(reason)
         cost = float(flops) if self.reward.metric == "flops" else float(params) \
             if self.reward.metric == "params" else cost_of(spec, "latency", res)
@@ -137,8 +134,8 @@ class Evaluator:
         cfg = self.train.train_config(seed)
 
         def on_epoch(epoch: int, accuracy: float) -> None:
-            trial.set_user_attr("epochs", epoch)
-            trial.set_user_attr("accuracy", accuracy)
+            if epoch < cfg.epochs:  # the last epoch's are recorded with the result, in the same write
+                set_user_attrs(trial, {"epochs": epoch, "accuracy": accuracy})
             if self.multi_objective or not self.prune:
                 return
             # Report what the study maximises (the reward at this epoch's accuracy), so that a cheap
@@ -164,9 +161,8 @@ class Evaluator:
             trial.set_user_attr("reason", f"interrupted by {exc.signame}")
             raise
         reward = self.reward(result.accuracy, cost)
-        for key, value in {"accuracy": result.accuracy, "reward": reward, "epochs": result.epochs_done,
-                           "train_seconds": result.train_seconds}.items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(trial, {"accuracy": result.accuracy, "reward": reward, "epochs": result.epochs_done,
+                               "train_seconds": result.train_seconds})
         if self.multi_objective:
             return result.accuracy, float(flops)
         return reward

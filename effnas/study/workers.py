@@ -101,14 +101,12 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     _quiet_optuna()
     start = time.monotonic()
     ran = 0
-    callbacks = [lambda s, t: on_trial(s, t)] if on_trial else []
     attempt = _Attempt()
     counter = BudgetCounter()
     recorded = False
 
     def run_one(trial: optuna.Trial) -> Any:
         attempt.trial_id, attempt.number = trial._trial_id, trial.number
-        _skip_rewrites(trial)
         trial.set_user_attr("worker", worker_id())
         if not only_enqueued:
             _check_slot(study, trial, budget, counter)
@@ -159,7 +157,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                     continue
             attempt.__init__()
             try:
-                study.optimize(run_one, n_trials=1, callbacks=callbacks, catch=(), gc_after_trial=False)
+                study.optimize(run_one, n_trials=1, catch=(), gc_after_trial=False)
             except BudgetTaken as exc:
                 log.info("trial %s not run: %s", attempt.number, exc)
                 continue
@@ -176,31 +174,14 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
                     continue
                 raise
             ran += 1
+            if on_trial is not None:  # not optuna's callbacks: they get a deep copy of the trial (~1 ms)
+                on_trial(study, study._storage.get_trial(attempt.trial_id))
     return ran
 
 
 def _sleep(seconds: float) -> None:
     with interruptible(True):
         time.sleep(seconds)
-
-
-def _skip_rewrites(trial: optuna.Trial) -> None:
-    """Make ``trial.set_user_attr`` skip a write of the value the attribute already holds from this
-    worker: every write is a storage operation (a journal append with its fsync), and the
-    evaluator records ``accuracy`` and ``epochs`` after each epoch and again at the end. Only this
-    worker writes the attributes of its running trial (another worker that fails it as stale
-    writes ``reason``, which refuses every later write anyway), so the skipped writes change
-    nothing in the storage."""
-    write = trial.set_user_attr
-    written: dict[str, Any] = {}
-
-    def set_user_attr(key: str, value: Any) -> None:
-        if key in written and type(written[key]) is type(value) and written[key] == value:
-            return
-        write(key, value)
-        written[key] = value
-
-    trial.set_user_attr = set_user_attr  # type: ignore[method-assign]
 
 
 def _check_slot(study: optuna.Study, trial: optuna.Trial, budget: int | None, counter: BudgetCounter) -> None:

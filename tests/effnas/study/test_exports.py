@@ -36,8 +36,10 @@ from effnas.progress import ProgressReporter
 from effnas.results import Throttle, best_trial, export_study, trials_frame
 from effnas.study import make_storage, recover_dead_local_workers, run_worker, storage_config
 from effnas.study.enqueue import BudgetCounter, budget_used, counts_toward_budget
+from effnas.study.attrs import set_user_attrs
 from effnas.study.recovery import record_worker
 from effnas.train import TrainResult
+
 
 HOST = socket.gethostname()
 TRAIN_SECONDS = 0.0  # how long the fake training of one trial takes
@@ -296,15 +298,13 @@ def journal_ops(path: Path) -> list[dict]:
 
 def test_one_storage_write_of_the_loop_per_trial_and_none_repeated(tmp_path):
     """Per trial the loop writes ``worker`` only (the process start time is in the study, once);
-    an attribute set again to the value it holds is not written again."""
+    an attribute the evaluator sets again to the value it holds is not written again."""
     study = journal_study(tmp_path)
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("accuracy", 0.5)
-        trial.set_user_attr("epochs", 1)
-        trial.set_user_attr("accuracy", 0.5)  # the evaluator's end-of-training record: same values
-        trial.set_user_attr("epochs", 1)
-        trial.set_user_attr("epochs", 1.0)  # another type: written
+        set_user_attrs(trial, {"accuracy": 0.5, "epochs": 1})
+        set_user_attrs(trial, {"accuracy": 0.5, "epochs": 1})  # the end-of-training record: same values
+        set_user_attrs(trial, {"epochs": 1.0})  # another type: written
         assert trial.user_attrs["epochs"] == 1.0
         return quadratic(trial)
 
