@@ -181,7 +181,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2,
                     help="trainings side by side, each in its own process (default 2: one per core here)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads of this process (the searches) and of each training process (default 1)")
+                    help="torch threads of the searches (default: torch's, all cores) and of each training "
+                         "process (default 1)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
 
