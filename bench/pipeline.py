@@ -122,8 +122,7 @@ class Trainer:
             for job, run in pool.imap_unordered(functools.partial(_job_result, configs=self.configs), todo):
                 finished(job, run)
             pool.close()
-        except KeyboardInterrupt:
-            pool.terminate()
+        except KeyboardInterrupt:  # the pool is stopped in the finally clause
             print(f"interrupted: {done} of {len(todo)} trainings saved; run the same command again to resume", flush=True)
             raise SystemExit(130) from None
         finally:
