@@ -3,8 +3,12 @@
 Run from the repository root::
 
     python bench/overhead.py [--sizes 100,1000,10000] [--window 100] [--sampler tpe|random]
+                             [--back-to-back]
 
-For each n, back to back in one process, each in a fresh folder with a journal file:
+For each n, side by side -- two processes started together, each in a fresh folder
+with a journal file -- so that whatever else the machine does slows both alike (the one that
+finishes first keeps running a plain loop, unmeasured, until the other is done: neither runs its
+tail alone); ``--back-to-back`` runs them one after the other in this process instead:
 
 * **plain**: ``study.optimize`` with the anchor's sampler (``TPESampler(n_startup_trials=10,
   multivariate=True, group=True)``, seeded as ``nas-search`` seeds its first sampler stream),
@@ -36,9 +40,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing as mp
 import os
+import queue
 import sys
 import tempfile
+import threading
 import time
 import warnings
 import zlib
@@ -177,6 +184,80 @@ def run_tool(folder: Path, n: int, seed: int) -> Clock:
     return clock
 
 
+def _side(which: str, folder: str, n: int, seed: int, sampler: str, start, mine, other, out) -> None:
+    """One loop in a process of its own (side by side): measure it, then keep the core busy until
+    the other loop is done."""
+    global SAMPLER
+    SAMPLER = sampler
+    quiet_logs()
+    root = Path(folder)
+    (root / which).mkdir()
+    start.wait()
+    clock = (run_plain if which == "plain" else run_tool)(root / which, n, seed)
+    mine.set()
+    out.put((which, clock.marks, clock.points))
+    if not other.is_set():  # a plain loop, unmeasured, so that the other's tail is not run alone
+        (root / "filler").mkdir()
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(root / "filler" / "study.journal")))
+        study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=seed))
+
+        def stop_when_other_done(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+            if other.is_set():
+                study.stop()
+
+        study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), callbacks=[stop_when_other_done],
+                       gc_after_trial=False)
+
+
+def side_by_side(root: Path, n: int, seed: int) -> tuple[Clock, Clock, float, float]:
+    """Both loops at once in two spawned processes (not pinned: the scheduler shares the cores
+    between them and whatever else runs)."""
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(3)
+    done = {"plain": ctx.Event(), "tool": ctx.Event()}
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_side, args=(which, str(root), n, seed, SAMPLER, start, done[which],
+                                             done["tool" if which == "plain" else "plain"], out))
+             for which in ("plain", "tool")]
+    for p in procs:
+        p.start()
+    clocks, seconds = {}, {}
+    try:
+        start.wait(timeout=600)  # broken if a loop failed while starting
+        t0 = time.perf_counter()
+        while len(clocks) < len(procs):
+            try:
+                which, marks, points = out.get(timeout=5)
+            except queue.Empty:
+                if any(p.exitcode not in (None, 0) for p in procs):
+                    break
+                continue
+            seconds[which] = time.perf_counter() - t0
+            clocks[which] = Clock()
+            clocks[which].marks, clocks[which].points = marks, points
+        for p in procs:
+            p.join(timeout=None if len(clocks) == len(procs) else 5)
+    except threading.BrokenBarrierError:
+        pass
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    for which, p in zip(("plain", "tool"), procs):
+        if which not in clocks or p.exitcode != 0:
+            raise SystemExit(f"overhead: the {which} loop failed (exit code {p.exitcode}); its error is above")
+    return clocks["plain"], clocks["tool"], seconds["plain"], seconds["tool"]
+
+
+def quiet_logs() -> None:
+    effnas_log = logging.getLogger("effnas")  # progress lines are made, then dropped
+    effnas_log.setLevel(logging.INFO)
+    effnas_log.handlers[:] = [logging.NullHandler()]
+    effnas_log.propagate = False
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="100,1000,10000", help="comma-separated trial counts")
@@ -186,31 +267,32 @@ def main() -> None:
                         help="both loops' sampler; random takes the sampler's own growing cost out, "
                              "so that the tool's extra cost per trial shows alone (n = 10,000 in minutes)")
     parser.add_argument("--quiet-windows", action="store_true", help="print only the summary per n")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="run the two loops one after the other in this process, not side by side")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     global SAMPLER
     SAMPLER = args.sampler
-    effnas_log = logging.getLogger("effnas")  # progress lines are made, then dropped
-    effnas_log.setLevel(logging.INFO)
-    effnas_log.handlers[:] = [logging.NullHandler()]
-    effnas_log.propagate = False
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_logs()
 
     rows = []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="effnas-overhead-") as tmp:
             root = Path(tmp)
-            (root / "plain").mkdir()
-            t0 = time.perf_counter()
-            plain = run_plain(root / "plain", n, args.seed)
-            t1 = time.perf_counter()
-            tool = run_tool(root / "tool", n, args.seed)
-            t2 = time.perf_counter()
+            if args.back_to_back:
+                (root / "plain").mkdir()
+                t0 = time.perf_counter()
+                plain = run_plain(root / "plain", n, args.seed)
+                t1 = time.perf_counter()
+                tool = run_tool(root / "tool", n, args.seed)
+                plain_s, tool_s = t1 - t0, time.perf_counter() - t1
+            else:
+                plain, tool, plain_s, tool_s = side_by_side(root, n, args.seed)
         pw, pc = plain.mean()
         tw, tc = tool.mean()
         same = sum(a == b for a, b in zip(plain.points, tool.points))
         rows.append((n, pw, tw, pc, tc, same))
-        print(f"n={n}: plain {t1 - t0:.1f}s, tool {t2 - t1:.1f}s (including set-up); same points {same}/{n}",
+        print(f"n={n}: plain {plain_s:.1f}s, tool {tool_s:.1f}s (including set-up); same points {same}/{n}",
               flush=True)
         if not args.quiet_windows:
             print(f"  {'trials':>13} {'plain ms':>9} {'tool ms':>9} {'ratio':>6} {'extra ms':>8} {'plain cpu':>9} "
@@ -220,7 +302,7 @@ def main() -> None:
                 print(f"  {lo:>6}-{min(lo + args.window, n):<6} {a:9.2f} {b:9.2f} {b / a:6.2f} {b - a:8.2f} "
                       f"{ac:9.2f} {bc:9.2f} {bc / ac:6.2f}", flush=True)
     print()
-    print(f"sampler: {SAMPLER}")
+    print(f"sampler: {SAMPLER}; {'back to back' if args.back_to_back else 'side by side'}")
     print(f"{'n':>6} | {'plain ms/trial':>14} | {'tool ms/trial':>13} | {'wall ratio':>10} | {'extra ms':>8} | "
           f"{'plain cpu ms':>12} | {'tool cpu ms':>11} | {'cpu ratio':>9} | same points")
     for n, pw, tw, pc, tc, same in rows:

@@ -167,6 +167,81 @@ def _job_result(job: Job, configs: dict) -> tuple[Job, dict]:
     return job, _train_job(job, configs)
 
 
+def _search_worker(stage: str, cfg: dict, tag: str) -> None:
+    """One more worker of a search study, in a process of its own (the product's own scale-out:
+    workers share the study's journal file)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _show_progress(f"[{tag}] ")
+    _SEARCHES[stage](cfg)
+
+
+def _run_stage1(cfg: dict):
+    from nas.search import run_search
+
+    return run_search(cfg)
+
+
+def _run_stage2(cfg: dict):
+    from scaling_search.search import run_scale_search
+
+    return run_scale_search(cfg)
+
+
+_SEARCHES = {"stage 1": _run_stage1, "stage 2": _run_stage2}
+
+
+def _show_progress(prefix: str = "") -> None:
+    """The searches' progress lines (trials, epochs, ETA) on stdout."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+    log = logging.getLogger("effnas")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def search_with_workers(stage: str, cfg: dict, workers: int, threads: int | None):
+    """Run a search stage with ``workers`` workers sharing its study: this process and
+    ``workers - 1`` spawned ones, ``threads`` torch threads each. When helpers ran, the stage is
+    resumed once more here after they finish (its budget and re-evaluations all done: it only
+    reads the study) so that the outcome covers every worker's trials. Ctrl-C reaches every worker
+    (each stops by itself, saving what finished); SIGTERM to this process is passed on to them."""
+    import multiprocessing
+    import os
+
+    run = _SEARCHES[stage]
+    if workers <= 1:
+        return run(cfg)
+    cfg = {**cfg, "proxy": {**cfg.get("proxy", {}), "threads": threads or 1}}
+    ctx = multiprocessing.get_context("spawn")
+    helpers = [ctx.Process(target=_search_worker, args=(stage, cfg, f"worker {i}"), name=f"worker {i}")
+               for i in range(1, workers)]
+    for h in helpers:
+        h.start()
+    try:
+        outcome = run(cfg)
+        if outcome.interrupted is None:
+            for h in helpers:
+                h.join()
+    finally:
+        for h in helpers:
+            if h.is_alive():
+                os.kill(h.pid, signal.SIGTERM)  # each stops gracefully, keeping what finished
+        for h in helpers:
+            h.join()
+    if outcome.interrupted is not None:
+        return outcome
+    failed = [f"{h.name} (exit code {h.exitcode})" for h in helpers if h.exitcode != 0]
+    if failed:
+        raise SystemExit(f"{stage}: {', '.join(failed)} failed; its error is above; run the same command again "
+                         f"to resume")
+    return run(cfg)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/pipeline")
@@ -182,6 +257,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the searches (default: torch's, all cores) and of each training "
                          "process (default 1)")
+    ap.add_argument("--head-multipliers", default=None, metavar="M,M,...",
+                    help="stage 1's space.head_multipliers (e.g. 0.5,0.75,1.0: the head width a choice); "
+                         "default: the space's default (the base's head)")
+    ap.add_argument("--stem-multipliers", default=None, metavar="M,M,...", help="stage 1's space.stem_multipliers")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
 
@@ -190,9 +269,7 @@ def main() -> None:
     import nas.config  # noqa: F401
     import scaling_search.config  # noqa: F401
     from effnas.train import ProxyConfig
-    from nas.search import run_search
     from scaling_search.family import family_table, run_family
-    from scaling_search.search import run_scale_search
     from search_space import ArchSpec, count_flops, count_params, reference_spec
 
     if args.threads:
@@ -200,6 +277,7 @@ def main() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _show_progress()
     out = Path(args.results).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs = Runs(out / "pipeline.json")
@@ -208,9 +286,12 @@ def main() -> None:
     tiny = {"train_size": 512, "minival_size": 500, "bn_recalibrate_batches": 2} if smoke else {}
 
     # 1. stage 1 -------------------------------------------------------------------------------
+    space = {f"{name}_multipliers": [float(m) for m in value.split(",")]
+             for name, value in (("head", args.head_multipliers), ("stem", args.stem_multipliers)) if value}
     search_cfg = {"results_dir": str(out), "search": {"study_name": "stage1", **({"n_trials": 4} if smoke else {})},
+                  **({"space": space} if space else {}),
                   "proxy": {**tiny}, **({"rerank": {"k": 2, "seeds": 2, "epochs": 1, "train_size": 512}} if smoke else {})}
-    outcome = run_search(search_cfg)
+    outcome = search_with_workers("stage 1", search_cfg, args.jobs, args.threads)
     _stop_if_interrupted(outcome.interrupted, "stage 1")
     best = outcome.best
     searched = ArchSpec.from_string(best["arch"])
@@ -266,8 +347,9 @@ def main() -> None:
                            "tol": 0.25, "mode": "product"}, "min_base_resolution": 32} if smoke else {}
     upto = 1 if smoke else args.family_upto
     if upto > 0:
-        scale = run_scale_search({"results_dir": str(out), "base": str(out / "stage1" / "best.json"),
-                                  "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid})
+        scale = search_with_workers("stage 2", {"results_dir": str(out), "base": str(out / "stage1" / "best.json"),
+                                                "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid},
+                                    args.jobs, args.threads)
         _stop_if_interrupted(scale.interrupted, "stage 2")
         coeff = scale.folder / "coefficients.yaml"
         ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),

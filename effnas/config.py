@@ -45,6 +45,9 @@ class SpaceConfig(Schema):
     skips: List[str] = field(default_factory=lambda: ["identity", "none"])
     filter_multipliers: List[float] = rule(default_factory=lambda: [0.75, 1.0, 1.25], gt=0)
     layer_deltas: List[int] = field(default_factory=lambda: [-1, 0, 1])
+    # Stem and head widths as choices, round_filters(base width, m) each; [1.0]: the base's (MnasNet's)
+    stem_multipliers: List[float] = rule(default_factory=lambda: [1.0], gt=0)
+    head_multipliers: List[float] = rule(default_factory=lambda: [1.0], gt=0)
     include: Optional[List[str]] = None  # networks whose widths / activation join the choices (null: the
                                          # default warm starts where they fit; []: MnasNet's choices only)
 
@@ -54,6 +57,15 @@ class SpaceConfig(Schema):
         except ValueError as exc:
             message = str(exc)
             raise ConfigError("space", message if message.startswith("space") else f"space: {message}") from None
+
+    def protocol(self) -> dict:
+        """The space as a study's protocol records it: stem and head multipliers only where they
+        are not the default ``[1.0]`` (studies made before they existed resume unchanged)."""
+        out = dataclasses.asdict(self)
+        for name in ("stem_multipliers", "head_multipliers"):
+            if [float(m) for m in out[name]] == [1.0]:
+                del out[name]
+        return out
 
     def build(self, num_classes: int = 1000, in_channels: int = 3, resolution: int | None = None):
         from search_space import SearchSpace

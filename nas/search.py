@@ -100,7 +100,7 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
                 "objective": {"metric": objective.metric, "T": reward.target, "alpha": reward.alpha,
                               "beta": reward.beta, "max_flops": objective.max_flops,
                               "max_params": objective.max_params, "multi_objective": multi},
-                "space": {**dataclasses.asdict(cfg.space), "base": space.base.to_string()}}
+                "space": {**cfg.space.protocol(), "base": space.base.to_string()}}
     study = open_study(study_name, storage, optuna.samplers.RandomSampler(), pruner,
                        ["maximize", "minimize"] if multi else ["maximize"], meta, protocol)
     # Accepted: from here on the run writes. Its sampler gets a stream of its own (never a replay).

@@ -29,7 +29,7 @@ __all__ = ["ReportError", "KINDS", "FORMATS", "CHOICE_COLUMN", "find_results", "
 
 KINDS: tuple[str, ...] = tuple(TABLES)  # ("trials", "grid", "family"): the order looked for in a folder
 FORMATS = (".parquet", ".csv")
-CHOICE_COLUMN = re.compile(r"^(s\d+_\w+|activation)$")  # a search choice: s3_kernel, or the global activation
+CHOICE_COLUMN = re.compile(r"^(s\d+_\w+|activation|stem|head)$")  # a search choice: s3_kernel, or a global one
 
 _INT = r"[+-]?\d+"
 _DATETIME = r"\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"

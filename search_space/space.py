@@ -16,7 +16,13 @@ chooses, independently of the others:
 * ``layers``: a delta to the base's repeat count; deltas that would leave a stage empty are
   dropped (not clamped), so that no two choices give the same spec.
 
-and one global choice, ``activation``: the base's, plus those of the included networks.
+and global choices: ``activation`` (the base's, plus those of the included networks), and --
+only where their multipliers list more than one width -- ``stem`` and ``head``, the stem's and the
+head's widths, ``round_filters(base width, m)`` for each of ``stem_multipliers`` and
+``head_multipliers`` (default ``[1.0]``: the base's, not a choice, as in MnasNet). A small network
+of the default space keeps B0's 1,280-wide head, which at 32 px is a large share of a few million
+FLOPs; EfficientNet's scaled-down networks shrink stem and head with the width, and
+``head_multipliers=[0.5, 0.75, 1.0]`` lets the search do the same.
 
 **Included networks** (``include``) are published networks made exact points of the space: their
 stage widths join the width choices and their activation the activation choices, so that the
@@ -27,8 +33,8 @@ skip, layer delta) already in the space. On the B0 base that adds A1's 160 filte
 and ReLU to the activations; on a base they do not fit, nothing. ``include=[]`` is the paper's
 space as it stands; a listed network that does not fit is an error.
 
-The stem, head, strides, dropout and drop-connect come from the base: they are the search's, the
-same for every trial (a warm-started MnasNet-A1 trains with the base's drop-connect 0.2, not
+The strides, dropout and drop-connect (and the stem and head, unless they are choices) come from
+the base: they are the search's, the same for every trial (a warm-started MnasNet-A1 trains with the base's drop-connect 0.2, not
 with none as published; its network -- layers, widths, activation -- is exactly A1's).
 
 Counting: :attr:`SearchSpace.assignments` counts parameter assignments, which are distinct specs
@@ -60,7 +66,8 @@ SKIP_CHOICES = ("identity", "none")  # the default ``skips``
 SKIP_OPS = ("identity", "none", "pool")  # every valid skip op
 AUTO_INCLUDE = ("efficientnet-b0", "mnasnet-a1")  # include=None: these, where they fit the base
 _OPS = ("mbconv", "ds", "conv")
-_FIELDS = ("ops", "expand_ratios", "kernels", "se_ratios", "skips", "filter_multipliers", "layer_deltas")
+_FIELDS = ("ops", "expand_ratios", "kernels", "se_ratios", "skips", "filter_multipliers", "layer_deltas",
+           "stem_multipliers", "head_multipliers")
 
 
 class _Trial(Protocol):  # what sample() needs from an optuna.Trial (also FixedTrial)
@@ -133,6 +140,8 @@ class SearchSpace:
     skips: tuple[str, ...] = SKIP_CHOICES
     filter_multipliers: tuple[float, ...] = (0.75, 1.0, 1.25)
     layer_deltas: tuple[int, ...] = (-1, 0, 1)
+    stem_multipliers: tuple[float, ...] = (1.0,)
+    head_multipliers: tuple[float, ...] = (1.0,)
     include: tuple[str | ArchSpec, ...] | None = None
 
     def __post_init__(self) -> None:
@@ -163,9 +172,14 @@ class SearchSpace:
         for s in self.skips:
             if s not in SKIP_OPS:
                 raise ValueError(f"space.skips: unknown skip {s!r}; valid: {', '.join(SKIP_OPS)}")
-        for m in self.filter_multipliers:
-            if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 or not math.isfinite(m):
-                raise ValueError(f"space.filter_multipliers: each must be > 0, got {m!r}")
+        for name in ("filter_multipliers", "stem_multipliers", "head_multipliers"):
+            for m in getattr(self, name):
+                if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 or not math.isfinite(m):
+                    raise ValueError(f"space.{name}: each must be > 0, got {m!r}")
+        object.__setattr__(self, "_stems", tuple(sorted({round_filters(self.base.stem, m)
+                                                          for m in self.stem_multipliers})))
+        object.__setattr__(self, "_heads", tuple(sorted({round_filters(self.base.head, m)
+                                                          for m in self.head_multipliers})))
         for d in self.layer_deltas:
             if isinstance(d, bool) or not isinstance(d, int):
                 raise ValueError(f"space.layer_deltas: each must be an integer, got {d!r}")
@@ -211,10 +225,7 @@ class SearchSpace:
             spec = spec.replace(**head, resolution=self.base.resolution)
             try:
                 self._params(plain, spec, widths="any", activation="any")
-                for name in ("stem", "head"):
-                    if getattr(spec, name) != getattr(self.base, name):
-                        raise ValueError(f"{name} {getattr(spec, name)} differs from the base's "
-                                         f"{getattr(self.base, name)}")
+                self._ends(spec, snap=False)
             except ValueError as exc:
                 if strict:
                     raise ValueError(f"space.include: {_label(item)} cannot be a point of this space: "
@@ -253,6 +264,16 @@ class SearchSpace:
         return self._included  # type: ignore[attr-defined]
 
     @property
+    def stems(self) -> tuple[int, ...]:
+        """The stem width choices (one: the base's, unless ``stem_multipliers`` lists more)."""
+        return self._stems  # type: ignore[attr-defined]
+
+    @property
+    def heads(self) -> tuple[int, ...]:
+        """The head width choices (one: the base's, unless ``head_multipliers`` lists more)."""
+        return self._heads  # type: ignore[attr-defined]
+
+    @property
     def activations(self) -> tuple[str, ...]:
         """The activation choices: the base's, then the included networks'."""
         return self._activations  # type: ignore[attr-defined]
@@ -260,19 +281,21 @@ class SearchSpace:
     @property
     def assignments(self) -> int:
         """Number of parameter assignments (= distinct specs and architecture strings)."""
-        return math.prod(st.size for st in self.stages) * len(self.activations)
+        return math.prod(st.size for st in self.stages) * len(self.activations) * len(self.stems) * len(self.heads)
 
     @cached_property
     def size(self) -> int:
         """Number of distinct networks (distinct :meth:`ArchSpec.network_key`); at most
         :attr:`assignments`. Exact: counted over the layer sequences the space can build."""
-        return _count_networks(self.stages, self.base.stem) * len(self.activations)
+        return sum(_count_networks(self.stages, stem) for stem in self.stems) * len(self.activations) \
+            * len(self.heads)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, trial: _Trial) -> ArchSpec:
         """Ask ``trial`` for every choice (``suggest_categorical``) and return the spec."""
         stages = []
-        prev = self.base.stem
+        stem = trial.suggest_categorical("stem", list(self.stems)) if len(self.stems) > 1 else self.base.stem
+        prev = stem
         for st in self.stages:
             op = trial.suggest_categorical(st.name("op"), list(st.ops))
             expand = trial.suggest_categorical(st.name("expand"), list(st.expand_ratios)) \
@@ -291,8 +314,9 @@ class SearchSpace:
                               id_skip=skip != "none", pool_skip=skip == "pool", conv_type=conv_type)
             stages.append(block)
             prev = block.out_filters
+        head = trial.suggest_categorical("head", list(self.heads)) if len(self.heads) > 1 else self.base.head
         activation = trial.suggest_categorical("activation", list(self.activations))
-        return replace(self.base, stages=tuple(stages), activation=Activation(activation))
+        return replace(self.base, stem=stem, head=head, stages=tuple(stages), activation=Activation(activation))
 
     def params_of(self, spec: ArchSpec, snap: bool = False) -> dict[str, Any]:
         """The trial parameters that make :meth:`sample` return ``spec`` (for enqueue_trial), with
@@ -300,17 +324,27 @@ class SearchSpace:
 
         ``snap=True`` maps a foreign architecture onto this space: each stage width becomes the
         nearest width choice (MnasNet-A1's 160 -> 144 in a B0-based space without A1 included), an
-        activation that is not a choice becomes the base's, and stem and head are the base's. An
-        included network needs no snapping. Without it, anything not representable raises
-        ``ValueError`` naming the stage and the value."""
+        activation that is not a choice becomes the base's, and stem and head become the nearest
+        of their choices. An included network needs no snapping. Without it, anything not
+        representable raises ``ValueError`` naming the stage and the value."""
+        ends = self._ends(spec, snap)
         params = self._params(self.stages, spec, widths="snap" if snap else "exact",
                               activation="snap" if snap else "exact")
-        if not snap:
-            for name in ("stem", "head"):
-                if getattr(spec, name) != getattr(self.base, name):
-                    raise ValueError(f"{name} {getattr(spec, name)!r} differs from the space's base "
-                                     f"{getattr(self.base, name)!r} (use snap=True to map it)")
-        return params
+        return {**({"stem": ends["stem"]} if "stem" in ends else {}), **params,
+                **({"head": ends["head"]} if "head" in ends else {})}
+
+    def _ends(self, spec: ArchSpec, snap: bool) -> dict[str, int]:
+        """The ``stem`` / ``head`` parameters of ``spec`` (only those that are choices)."""
+        out = {}
+        for name, choices in (("stem", self.stems), ("head", self.heads)):
+            value = getattr(spec, name)
+            if snap:
+                value = min(choices, key=lambda w: (abs(w - value), w))
+            elif value not in choices:
+                raise ValueError(f"{name} {value!r} is not in the space (valid: {list(choices)})")
+            if len(choices) > 1:
+                out[name] = value
+        return out
 
     def _params(self, stages: tuple[StageChoices, ...], spec: ArchSpec, *, widths: str,
                 activation: str) -> dict[str, Any]:
@@ -361,8 +395,9 @@ class SearchSpace:
         return params
 
     def param_names(self) -> list[str]:
-        return [st.name(w) for st in self.stages
-                for w in ("op", "expand", "kernel", "se", "skip", "filters", "layers")] + ["activation"]
+        return ["stem"] * (len(self.stems) > 1) + [
+            st.name(w) for st in self.stages for w in ("op", "expand", "kernel", "se", "skip", "filters", "layers")
+        ] + ["head"] * (len(self.heads) > 1) + ["activation"]
 
 
 def _count_networks(stages: tuple[StageChoices, ...], stem: int) -> int:

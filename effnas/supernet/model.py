@@ -22,8 +22,9 @@ Which choices share weights:
   largest input, output and kernel size, its BN and its own SE (which squeezes the conv's output,
   not an expanded tensor). Sharing with the depthwise path would tie a dense kernel to a
   per-channel one that computes something else; it shares with no other op.
-* Stem, head and classifier are the space's base (fixed) and shared by all; the head's 1x1 conv
-  is sliced by the last stage's width.
+* Stem, head and classifier are shared by all: the stem's conv and BN are sliced by the stem
+  width, the head's 1x1 conv by the last stage's width and the head width, the classifier by the
+  head width (stem and head are the base's unless the space makes them choices).
 * Skip ops (``identity``, ``none``, ``pool``) and the global ``activation`` have no weights: every
   activation runs on the same weights (the BN statistics are re-estimated per subnet anyway).
 
@@ -277,9 +278,10 @@ class SuperNet(nn.Module):
         super().__init__()
         base = space.base
         self.space, self.bn_momentum, self.bn_eps = space, bn_momentum, bn_eps
-        self.stem = nn.Conv2d(base.in_channels, base.stem, 3, 2, 1, bias=False)
-        self.stem_bn = nn.BatchNorm2d(base.stem, momentum=bn_momentum, eps=bn_eps)
-        stages, previous = [], base.stem
+        stem, head = max(space.stems), max(space.heads)
+        self.stem = nn.Conv2d(base.in_channels, stem, 3, 2, 1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(stem, momentum=bn_momentum, eps=bn_eps)
+        stages, previous = [], stem
         for st in space.stages:
             cout = max(st.widths)
             depth = st.base.repeats + max(st.layer_deltas)
@@ -288,9 +290,9 @@ class SuperNet(nn.Module):
                            bn_momentum, bn_eps) for j in range(depth)))
             previous = cout
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Conv2d(previous, base.head, 1, bias=False)
-        self.head_bn = nn.BatchNorm2d(base.head, momentum=bn_momentum, eps=bn_eps)
-        self.classifier = nn.Linear(base.head, base.num_classes)
+        self.head = nn.Conv2d(previous, head, 1, bias=False)
+        self.head_bn = nn.BatchNorm2d(head, momentum=bn_momentum, eps=bn_eps)
+        self.classifier = nn.Linear(head, base.num_classes)
         self.history: list[dict] = []  # per-epoch training record (loss, seconds), kept with the weights
 
     def check(self, spec: ArchSpec) -> None:
@@ -310,12 +312,12 @@ class SuperNet(nn.Module):
             self.check(spec)
         act = _ACT[spec.activation.value]
         training = self.training
-        x = act(_bn(self.stem_bn, conv(x, self.stem.weight, 2), self.stem_bn.num_features, training))
+        x = act(_bn(self.stem_bn, conv(x, self.stem.weight[:spec.stem], 2), spec.stem, training))
         for layer in self._layers(spec):
             x = self.stages[layer.stage][layer.index](x, layer.block, layer.cout, act)
-        x = act(_bn(self.head_bn, conv(x, self.head.weight[:, :x.shape[1]]), self.head_bn.num_features, training))
+        x = act(_bn(self.head_bn, conv(x, self.head.weight[:spec.head, :x.shape[1]]), spec.head, training))
         x = F.dropout(x.mean((2, 3)), self.space.base.dropout, training)
-        return self.classifier(x)
+        return F.linear(x, self.classifier.weight[:, :spec.head], self.classifier.bias)
 
     @torch.no_grad()
     def subnet(self, spec: ArchSpec, bn_momentum: float | None = None) -> EffNet:
@@ -324,12 +326,12 @@ class SuperNet(nn.Module):
         self.check(spec)
         model = build_model(spec, bn_momentum=self.bn_momentum if bn_momentum is None else bn_momentum,
                             bn_eps=self.bn_eps)
-        model.stem.conv.weight.copy_(self.stem.weight)
-        _copy_bn(model.stem.bn, self.stem_bn, self.stem_bn.num_features)
+        model.stem.conv.weight.copy_(self.stem.weight[:spec.stem])
+        _copy_bn(model.stem.bn, self.stem_bn, spec.stem)
         for layer, block in zip(self._layers(spec), model.blocks):
             self.stages[layer.stage][layer.index].copy_to(block, layer.block, layer.cin, layer.cout)
-        model.head.conv.weight.copy_(self.head.weight[:, :spec.last_filters])
-        _copy_bn(model.head.bn, self.head_bn, self.head_bn.num_features)
-        model.classifier.weight.copy_(self.classifier.weight)
+        model.head.conv.weight.copy_(self.head.weight[:spec.head, :spec.last_filters])
+        _copy_bn(model.head.bn, self.head_bn, spec.head)
+        model.classifier.weight.copy_(self.classifier.weight[:, :spec.head])
         model.classifier.bias.copy_(self.classifier.bias)
         return model

@@ -101,3 +101,15 @@ def test_non_editable_install_ships_the_configs(tmp_path):
         proc = subprocess.run([sys.executable, "-c", f"import {module} as m; assert callable(m.{func})"],
                               cwd=work, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_space_protocol_names_stem_and_head_only_when_they_are_choices():
+    """Studies recorded before ``stem_multipliers`` / ``head_multipliers`` existed resume: the
+    protocol leaves them out at their default; set, they are part of it."""
+    from effnas.config import SpaceConfig
+
+    default = SpaceConfig().protocol()
+    assert "stem_multipliers" not in default and "head_multipliers" not in default
+    assert default["filter_multipliers"] == [0.75, 1.0, 1.25]
+    wide = SpaceConfig(head_multipliers=[0.5, 1.0]).protocol()
+    assert wide["head_multipliers"] == [0.5, 1.0] and "stem_multipliers" not in wide

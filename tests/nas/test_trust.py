@@ -110,6 +110,7 @@ def made(tmp_path_factory):
     ("objective.w=-0.1", "objective.alpha"), ("objective.metric=params", "objective.metric"),
     ("objective.max_flops=1e9", "objective.max_flops"), ("space.kernels=[3]", "space.kernels"),
     ("search.seed=1", "data.split_seed"), ("proxy.minival_size=300", "proxy.minival_size"),
+    ("space.head_multipliers=[0.5,1.0]", "space.head_multipliers"),
 ])
 def test_another_protocol_is_refused_and_nothing_is_written(made, override, key):
     folder = made / "p"

@@ -311,7 +311,7 @@ def test_include_rules():
     # listed explicitly, a network that does not fit is an error naming it and why
     with pytest.raises(ValueError, match=r"space.include: mnasnet-a1 cannot be a point .*stage 3: kernel 5"):
         SearchSpace(kernels=(3,), include=["mnasnet-a1"])
-    with pytest.raises(ValueError, match="head 1408 differs"):
+    with pytest.raises(ValueError, match=r"head 1408 is not in the space \(valid: \[1280\]\)"):
         SearchSpace(include=[b0.replace(head=1408)])
     with pytest.raises(ValueError, match="space.include"):
         SearchSpace(include=[3])
@@ -402,3 +402,45 @@ def test_size_counts_distinct_networks_random_spaces():
             continue
         assert _brute_force(space) == (space.assignments, space.size), space
         checked += 1
+
+
+def test_stem_and_head_widths_as_choices():
+    """``stem_multipliers`` / ``head_multipliers``: global width choices, asked only when there is
+    more than one (the default space's parameters are unchanged); counted, sampled and inverted
+    like every other choice."""
+    base = ArchSpec.from_string("stem=16 r1_k3_s22_e6_i16_o24 r1_k3_s11_e6_i24_o24", head=64, num_classes=2,
+                                resolution=32)
+    space = SearchSpace(base=base, ops=("mbconv", "conv"), expand_ratios=(3,), kernels=(3,), se_ratios=(0.0,),
+                        filter_multipliers=(1.0,), layer_deltas=(0, 1), stem_multipliers=(0.5, 1.0),
+                        head_multipliers=(0.5, 0.75, 1.0), include=[])
+    assert space.stems == (8, 16) and space.heads == (32, 48, 64)
+    assert space.param_names()[0] == "stem" and space.param_names()[-2:] == ["head", "activation"]
+    assert _brute_force(space) == (space.assignments, space.size)
+    plain = SearchSpace(base=base, ops=("mbconv", "conv"), expand_ratios=(3,), kernels=(3,), se_ratios=(0.0,),
+                        filter_multipliers=(1.0,), layer_deltas=(0, 1), include=[])
+    assert space.assignments == plain.assignments * 2 * 3
+    assert space.size == plain.size * 2 * 3  # another stem or head is always another network
+    for spec, params in _enumerate(space):
+        assert space.params_of(spec) == params
+        assert spec.stem == params["stem"] == spec.stages[0].in_filters and spec.head == params["head"]
+    # a width that is not a choice: one line naming it; snap maps it to the nearest
+    with pytest.raises(ValueError, match=r"head 40 is not in the space \(valid: \[32, 48, 64\]\)"):
+        space.params_of(base.replace(head=40))
+    odd = ArchSpec.from_string("stem=12 r1_k3_s22_e3_i12_o24 r1_k3_s11_e3_i24_o24", head=40, num_classes=2,
+                               resolution=32)
+    assert {k: v for k, v in space.params_of(odd, snap=True).items() if k in ("stem", "head")} == \
+        {"stem": 8, "head": 32}
+    # the default: one stem and one head, no parameters for them
+    assert "head" not in default_space().param_names() and default_space().heads == (1280,)
+    with pytest.raises(ValueError, match="space.head_multipliers: each must be > 0"):
+        SearchSpace(head_multipliers=(0.0, 1.0))
+
+
+def test_default_space_with_head_choices_keeps_the_warm_starts():
+    """B0's 1,280 head (multiplier 1.0) stays a choice, so the published networks stay points."""
+    space = SearchSpace.from_config({"head_multipliers": [0.5, 0.75, 1.0], "stem_multipliers": [0.75, 1.0]},
+                                    num_classes=10, in_channels=1, resolution=32)
+    assert space.heads == (640, 960, 1280) and space.stems == (24, 32)
+    b0 = reference_spec("efficientnet-b0", num_classes=10, in_channels=1).replace(resolution=32)
+    assert space.sample(FixedTrial(space.params_of(b0))) == b0
+    assert len(space.included) == 2

@@ -67,6 +67,24 @@ def test_random_subnets_equal_their_stand_alone_networks(space, net):
     assert seen["activation"] == set(space.activations)
 
 
+def test_stem_and_head_width_choices_are_slices():
+    """With stem and head widths as choices, the stem, head and classifier are sliced too."""
+    space = SearchSpace.from_config({"stem_multipliers": [0.5, 0.75, 1.0], "head_multipliers": [0.25, 0.5, 1.0]},
+                                    num_classes=10, in_channels=1, resolution=32)
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    _randomise(net, 3)
+    net.eval()
+    assert (net.stem.out_channels, net.head.out_channels, net.classifier.in_features) == (32, 1280, 1280)
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    rng = random.Random(1)
+    specs = [largest_spec(space), smallest_spec(space)] + [random_spec(space, rng) for _ in range(12)]
+    assert (specs[0].stem, specs[0].head, specs[1].stem, specs[1].head) == (32, 1280, 16, 320)
+    assert len({(s.stem, s.head) for s in specs}) >= 5
+    for spec in specs:
+        _same(net, spec, x)
+
+
 def test_default_space_with_fixed_trials(net):
     """Points of the default space (as nas-search samples them) through FixedTrial, at 40 px."""
     space = default_space(num_classes=10, in_channels=1, resolution=32)
