@@ -1,7 +1,8 @@
 """The proof, end to end on Fashion-MNIST: does the searched B0 (and its family) beat what a user has?
 
     python bench/pipeline.py [--results DIR] [--epochs 5] [--seeds 3] [--tau-extra 5] [--family-upto 0]
-                             [--jobs 2] [--threads 1] [--smoke]
+                             [--jobs 2] [--threads 1] [--head-multipliers 0.5,0.75,1.0]
+                             [--stem-multipliers 0.75,1.0] [--smoke]
 
 1. Stage 1: the default ``nas-search`` (40 trials, re-ranking of the top 3) -> the searched B0.
 2. One full protocol for every network (``--epochs`` on all training images, the search's
@@ -17,7 +18,10 @@
    every architecture trained (how much the proxy can be trusted).
 
 Trainings run ``--jobs`` at a time, each in its own process with ``--threads`` torch threads (two
-one-thread trainings side by side use 2 cores better than one two-thread training).
+one-thread trainings side by side use 2 cores better than one two-thread training), and the two
+searches run with ``--jobs`` workers sharing their study, as ``-m worker=range(N)`` would (progress
+lines of the other workers are prefixed ``[worker i]``). ``--head-multipliers`` /
+``--stem-multipliers`` make the head and stem widths choices of stage 1's space.
 
 Sizes and time on 2 CPU cores (measured 2026-11-30 and 2026-12-01, one thread per training):
 stage 1 takes about 11 minutes; one 5-epoch training on all 55,000 training images takes 170 s
@@ -242,6 +246,17 @@ def search_with_workers(stage: str, cfg: dict, workers: int, threads: int | None
     return run(cfg)
 
 
+def _multipliers(text: str) -> list[float]:
+    try:
+        values = [float(m) for m in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive numbers "
+                                         f"(e.g. 0.5,0.75,1.0)")
+    return values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/pipeline")
@@ -255,12 +270,13 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2,
                     help="trainings side by side, each in its own process (default 2: one per core here)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads of the searches (default: torch's, all cores) and of each training "
-                         "process (default 1)")
-    ap.add_argument("--head-multipliers", default=None, metavar="M,M,...",
+                    help="torch threads of each search worker (default with --jobs 1: all cores; with more "
+                         "jobs: 1) and of each training process (default 1)")
+    ap.add_argument("--head-multipliers", default=None, metavar="M,M,...", type=_multipliers,
                     help="stage 1's space.head_multipliers (e.g. 0.5,0.75,1.0: the head width a choice); "
                          "default: the space's default (the base's head)")
-    ap.add_argument("--stem-multipliers", default=None, metavar="M,M,...", help="stage 1's space.stem_multipliers")
+    ap.add_argument("--stem-multipliers", default=None, metavar="M,M,...", type=_multipliers,
+                    help="stage 1's space.stem_multipliers")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
 
@@ -286,8 +302,7 @@ def main() -> None:
     tiny = {"train_size": 512, "minival_size": 500, "bn_recalibrate_batches": 2} if smoke else {}
 
     # 1. stage 1 -------------------------------------------------------------------------------
-    space = {f"{name}_multipliers": [float(m) for m in value.split(",")]
-             for name, value in (("head", args.head_multipliers), ("stem", args.stem_multipliers)) if value}
+    space = {f"{name}_multipliers": value for name, value in (("head", args.head_multipliers), ("stem", args.stem_multipliers)) if value}
     search_cfg = {"results_dir": str(out), "search": {"study_name": "stage1", **({"n_trials": 4} if smoke else {})},
                   **({"space": space} if space else {}),
                   "proxy": {**tiny}, **({"rerank": {"k": 2, "seeds": 2, "epochs": 1, "train_size": 512}} if smoke else {})}
