@@ -294,7 +294,7 @@ class SearchSpace:
     def sample(self, trial: _Trial) -> ArchSpec:
         """Ask ``trial`` for every choice (``suggest_categorical``) and return the spec."""
         stages = []
-        stem = trial.suggest_categorical("stem", list(self.stems)) if len(self.stems) > 1 else self.base.stem
+        stem = trial.suggest_categorical("stem", list(self.stems)) if len(self.stems) > 1 else self.stems[0]
         prev = stem
         for st in self.stages:
             op = trial.suggest_categorical(st.name("op"), list(st.ops))
@@ -314,7 +314,7 @@ class SearchSpace:
                               id_skip=skip != "none", pool_skip=skip == "pool", conv_type=conv_type)
             stages.append(block)
             prev = block.out_filters
-        head = trial.suggest_categorical("head", list(self.heads)) if len(self.heads) > 1 else self.base.head
+        head = trial.suggest_categorical("head", list(self.heads)) if len(self.heads) > 1 else self.heads[0]
         activation = trial.suggest_categorical("activation", list(self.activations))
         return replace(self.base, stem=stem, head=head, stages=tuple(stages), activation=Activation(activation))
 

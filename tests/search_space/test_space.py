@@ -432,6 +432,10 @@ def test_stem_and_head_widths_as_choices():
         {"stem": 8, "head": 32}
     # the default: one stem and one head, no parameters for them
     assert "head" not in default_space().param_names() and default_space().heads == (1280,)
+    # one multiplier other than 1: not a choice, but every network has that width
+    narrow = SearchSpace(base=base, head_multipliers=(0.5,), stem_multipliers=(0.5,), include=[])
+    spec, _ = next(_enumerate(narrow))
+    assert (spec.stem, spec.head, spec.stages[0].in_filters) == (8, 32, 8) and "head" not in narrow.param_names()
     with pytest.raises(ValueError, match="space.head_multipliers: each must be > 0"):
         SearchSpace(head_multipliers=(0.0, 1.0))
 
