@@ -303,7 +303,8 @@ def main() -> None:
     tiny = {"train_size": 512, "minival_size": 500, "bn_recalibrate_batches": 2} if smoke else {}
 
     # 1. stage 1 -------------------------------------------------------------------------------
-    space = {f"{name}_multipliers": value for name, value in (("head", args.head_multipliers), ("stem", args.stem_multipliers)) if value}
+    space = {f"{name}_multipliers": value
+             for name, value in (("head", args.head_multipliers), ("stem", args.stem_multipliers)) if value}
     search_cfg = {"results_dir": str(out), "search": {"study_name": "stage1", **({"n_trials": 4} if smoke else {})},
                   **({"space": space} if space else {}),
                   "proxy": {**tiny}, **({"rerank": {"k": 2, "seeds": 2, "epochs": 1, "train_size": 512}} if smoke else {})}

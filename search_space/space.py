@@ -34,8 +34,9 @@ and ReLU to the activations; on a base they do not fit, nothing. ``include=[]`` 
 space as it stands; a listed network that does not fit is an error.
 
 The strides, dropout and drop-connect (and the stem and head, unless they are choices) come from
-the base: they are the search's, the same for every trial (a warm-started MnasNet-A1 trains with the base's drop-connect 0.2, not
-with none as published; its network -- layers, widths, activation -- is exactly A1's).
+the base: they are the search's, the same for every trial (a warm-started MnasNet-A1 trains with
+the base's drop-connect 0.2, not with none as published; its network -- layers, widths,
+activation -- is exactly A1's).
 
 Counting: :attr:`SearchSpace.assignments` counts parameter assignments, which are distinct specs
 (architecture strings); :attr:`SearchSpace.size` counts distinct *networks*
@@ -339,7 +340,7 @@ class SearchSpace:
         for name, choices in (("stem", self.stems), ("head", self.heads)):
             value = getattr(spec, name)
             if snap:
-                value = min(choices, key=lambda w: (abs(w - value), w))
+                value = _nearest(choices, value)
             elif value not in choices:
                 raise ValueError(f"{name} {value!r} is not in the space (valid: {list(choices)})")
             if len(choices) > 1:
@@ -377,7 +378,7 @@ class SearchSpace:
             params[st.name("kernel")] = block.kernel
             width = block.out_filters
             if widths == "snap":
-                width = min(st.widths, key=lambda w: (abs(w - width), w))
+                width = _nearest(st.widths, width)
             if widths != "any":
                 need(width in st.widths, "out_filters", width, list(st.widths))
             params[st.name("filters")] = width
@@ -398,6 +399,11 @@ class SearchSpace:
         return ["stem"] * (len(self.stems) > 1) + [
             st.name(w) for st in self.stages for w in ("op", "expand", "kernel", "se", "skip", "filters", "layers")
         ] + ["head"] * (len(self.heads) > 1) + ["activation"]
+
+
+def _nearest(choices: Iterable[int], width: int) -> int:
+    """The width choice closest to ``width`` (the smaller on a tie): how ``snap`` maps widths."""
+    return min(choices, key=lambda w: (abs(w - width), w))
 
 
 def _count_networks(stages: tuple[StageChoices, ...], stem: int) -> int:
