@@ -35,6 +35,17 @@ def test_short_training_beats_chance_and_reports_every_epoch(data, spec):
     assert 0.3 < evaluate(result.model, data.test.subset(range(500)), data.mean, data.std) <= 1
 
 
+def test_validating_only_the_last_epoch(data, spec):
+    """validate_every_epoch=False: one validation (on the split asked for), after the last epoch."""
+    seen = []
+    result = train_and_evaluate(spec, data, TrainConfig(epochs=2, threads=1), on_epoch=lambda e, a: seen.append(e),
+                                keep_model=True, eval_split="test", validate_every_epoch=False)
+    assert seen == [2]
+    assert [h["accuracy"] is None for h in result.history] == [True, False]
+    assert result.accuracy == result.history[-1]["accuracy"] > 0.4
+    assert result.accuracy == evaluate(result.model, data.test, data.mean, data.std)
+
+
 def test_bn_recalibration_fixes_the_short_run_pitfall(data, spec):
     """With few steps, running BN statistics are far off; re-estimating them restores accuracy."""
     cfg = dict(epochs=1, threads=1, bn_momentum=0.01)  # TF's 0.99
