@@ -132,6 +132,7 @@ class Evaluator:
         if self.reward.metric == "latency":
             trial.set_user_attr("latency_ms", cost)
         cfg = self.train.train_config(seed)
+        last_report: list[tuple[int, float]] = []
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             if epoch < cfg.epochs:  # the last epoch's are recorded with the result, in the same write
@@ -140,8 +141,12 @@ class Evaluator:
                 return
             # Report what the study maximises (the reward at this epoch's accuracy), so that a cheap
             # network is not pruned for an accuracy its cost makes up for; and never prune after
-            # the last epoch: the training is done, stopping it saves nothing.
+            # the last epoch: the training is done, stopping it saves nothing (its report is
+            # written with the result, in the same write).
             value = self.reward(accuracy, cost)
+            if epoch >= cfg.epochs:
+                last_report[:] = [(epoch, value)]
+                return
             trial.report(value, epoch)
             if epoch < cfg.epochs and trial.should_prune():
                 reason = (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
@@ -162,7 +167,8 @@ class Evaluator:
             raise
         reward = self.reward(result.accuracy, cost)
         set_user_attrs(trial, {"accuracy": result.accuracy, "reward": reward, "epochs": result.epochs_done,
-                               "train_seconds": result.train_seconds})
+                               "train_seconds": result.train_seconds},
+                       report=last_report[0] if last_report else None)
         if self.multi_objective:
             return result.accuracy, float(flops)
         return reward

@@ -17,6 +17,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from .attrs import defer_user_attrs, flush_user_attrs
 from .enqueue import BudgetCounter, BudgetTaken, SearchExhausted, drop_duplicate_waiting, fixed_point, twin_of
 from .recovery import _retry, record_worker, recover_stale, worker_id
 from .signals import Interrupted, interruptible, raise_pending
@@ -95,9 +96,12 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
     running trial.
 
     Per trial the worker looks at the trials that finished since the previous one, not at the
-    whole study (:class:`~.enqueue.BudgetCounter`), and adds one storage write of its own (the
-    ``worker`` attribute; the process's start time is recorded once per process,
-    :func:`~.recovery.record_worker`)."""
+    whole study (:class:`~.enqueue.BudgetCounter`), and adds no storage write of its own: the
+    ``worker`` attribute rides with the trial's first attribute write (:func:`~.attrs.defer_user_attrs`;
+    written at the end of the trial at the latest), and the process's start time is recorded once
+    per process (:func:`~.recovery.record_worker`). A worker killed (SIGKILL) between optuna's ask
+    and that first write -- while its sampler proposes -- leaves a trial without ``worker``: it is
+    failed as an orphan after ``ORPHAN_SECONDS`` instead of at once."""
     _quiet_optuna()
     start = time.monotonic()
     ran = 0
@@ -107,7 +111,14 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], Any], *,
 
     def run_one(trial: optuna.Trial) -> Any:
         attempt.trial_id, attempt.number = trial._trial_id, trial.number
-        trial.set_user_attr("worker", worker_id())
+        # written with the trial's first attribute write (one append fewer); at the latest below
+        defer_user_attrs(trial, {"worker": worker_id()})
+        try:
+            return _run_one(trial)
+        finally:
+            flush_user_attrs(trial)
+
+    def _run_one(trial: optuna.Trial) -> Any:
         if not only_enqueued:
             _check_slot(study, trial, budget, counter)
         try:

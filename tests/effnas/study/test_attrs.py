@@ -10,7 +10,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from effnas.study.attrs import set_user_attrs
+from effnas.study.attrs import defer_user_attrs, flush_user_attrs, set_user_attrs
 
 
 class CountingBackend(JournalFileBackend):
@@ -77,3 +77,59 @@ def test_a_database_storage_gets_one_write_per_attribute(tmp_path):
     set_user_attrs(trial, {"a": 1, "b": [1, 2]})
     set_user_attrs(trial, {"a": 1})
     assert study._storage.get_trial(trial._trial_id).user_attrs == {"a": 1, "b": [1, 2]}
+
+
+def test_deferred_attributes_ride_with_the_next_write(tmp_path):
+    backend, study = _journal(tmp_path)
+    trial = study.ask()
+    before = len(backend.appends)
+    defer_user_attrs(trial, {"worker": "host:1"})
+    assert backend.appends[before:] == [] and trial.user_attrs == {}
+    assert study._storage.get_trial(trial._trial_id).user_attrs == {}  # not written yet
+    set_user_attrs(trial, {"arch": "a", "flops": 1})
+    assert backend.appends[before:] == [3]
+    assert list(study._storage.get_trial(trial._trial_id).user_attrs.items()) == [
+        ("worker", "host:1"), ("arch", "a"), ("flops", 1)]
+    flush_user_attrs(trial)  # nothing left pending: no write
+    assert backend.appends[before:] == [3]
+
+
+def test_flush_writes_what_is_pending_and_drops_it_for_a_finished_trial(tmp_path):
+    backend, study = _journal(tmp_path)
+    trial = study.ask()
+    defer_user_attrs(trial, {"worker": "host:1"})
+    flush_user_attrs(trial)
+    assert study._storage.get_trial(trial._trial_id).user_attrs == {"worker": "host:1"}
+    done = study.ask()
+    defer_user_attrs(done, {"worker": "host:2"})
+    JournalStorage(JournalFileBackend(str(tmp_path / "study.journal"))).set_trial_state_values(
+        done._trial_id, TrialState.FAIL)  # another worker failed it meanwhile
+    flush_user_attrs(done)  # no error
+    assert study._storage.get_trial(done._trial_id).user_attrs == {}
+
+
+def test_the_last_report_is_in_the_same_append_as_the_result(tmp_path):
+    backend, study = _journal(tmp_path)
+    trial = study.ask()
+    trial.report(0.3, 1)
+    before = len(backend.appends)
+    set_user_attrs(trial, {"accuracy": 0.5, "reward": 0.4}, report=(2, 0.45))
+    assert backend.appends[before:] == [3]
+    assert trial._cached_frozen_trial.intermediate_values == {1: 0.3, 2: 0.45}
+    other = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "study.journal"))))
+    assert other.trials[0].intermediate_values == {1: 0.3, 2: 0.45}
+    assert other.trials[0].user_attrs == {"accuracy": 0.5, "reward": 0.4}
+    # a step already reported: Optuna's own report (its warning; the first value stays)
+    with pytest.warns(UserWarning, match="already reported"):
+        set_user_attrs(trial, {"epochs": 2}, report=(2, 0.9))
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {1: 0.3, 2: 0.45}
+    assert study._storage.get_trial(trial._trial_id).user_attrs["epochs"] == 2
+
+
+def test_a_database_storage_gets_the_report_and_deferred_attributes_too(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    trial = study.ask()
+    defer_user_attrs(trial, {"worker": "w"})
+    set_user_attrs(trial, {"a": 1}, report=(1, 0.5))
+    frozen = study._storage.get_trial(trial._trial_id)
+    assert frozen.user_attrs == {"worker": "w", "a": 1} and frozen.intermediate_values == {1: 0.5}
