@@ -281,8 +281,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2,
                     help="trainings side by side, each in its own process (default 2: one per core here)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads of each search worker (default with --jobs 1: all cores; with more "
-                         "jobs: 1) and of each training process (default 1)")
+                    help="torch threads of each search worker and of each training (default with --jobs 1: "
+                         "all cores; with more jobs: 1)")
     ap.add_argument("--head-multipliers", default=None, metavar="M,M,...", type=_multipliers,
                     help="stage 1's space.head_multipliers (e.g. 0.5,0.75,1.0: the head width a choice); "
                          "default: the space's default (the base's head)")
@@ -333,9 +333,12 @@ def main() -> None:
     nets = {"searched B0": searched, f"EfficientNet-B0 w{w:g} d{d:g} (matched)": matched, "EfficientNet-B0": ref,
             "MobileNetV2": reference_spec("mobilenetv2", num_classes=classes, in_channels=channels).replace(resolution=r),
             "MnasNet-A1": reference_spec("mnasnet-a1", num_classes=classes, in_channels=channels).replace(resolution=r)}
+    # Each training's own thread count (train_and_evaluate sets it; proxy.threads null would mean
+    # every core, in each of --jobs processes: 2 x 2 threads on 2 cores oversubscribe them)
+    threads = args.threads or (1 if args.jobs > 1 else None)
     full = ProxyConfig(epochs=1 if smoke else args.epochs, train_size=2000 if smoke else None,
-                       bn_recalibrate_batches=10, **({"minival_size": 500} if smoke else {}))
-    proxy_cfg = ProxyConfig(**tiny) if smoke else ProxyConfig()
+                       bn_recalibrate_batches=10, threads=threads, **({"minival_size": 500} if smoke else {}))
+    proxy_cfg = ProxyConfig(**tiny, threads=threads)
     trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, threads=args.threads, started=started)
 
     def row(name: str, spec, seeds: int) -> dict:
