@@ -22,20 +22,19 @@
 The full protocol validates only after the last epoch, on the test split. Trainings run ``--jobs``
 at a time, longest first (FLOPs x images; the proxies share the queue), each in its own process
 with ``--threads`` torch threads (two one-thread trainings side by side use 2 cores better than
-one two-thread training: measured 131 vs 95 ms a step for one network), and the two
+one two-thread training: two steps per 131 ms vs one per 95 ms, measured), and the two
 searches run with ``--jobs`` workers sharing their study, as ``-m worker=range(N)`` would (progress
 lines of the other workers are prefixed ``[worker i]``). ``--head-multipliers`` /
 ``--stem-multipliers`` make the head and stem widths choices of stage 1's space.
 
 Sizes and time on 2 CPU cores (measured 2026-11-30 and 2026-12-01, one thread per training):
-stage 1 takes about 11 minutes; one 5-epoch training on all 55,000 training images takes 170 s
-(the searched B0, 2.9M FLOPs at 32 px) to 680 s (EfficientNet-B0, 8.3M FLOPs), so the five
-networks x 3 seeds are about 95 minutes of one core, the five tau networks about 40 more: with
-two jobs, the default run (steps 1, 2 and 4) was estimated at 80 minutes and took 108 (timed
-2026-12-01 with head and stem width choices, stage 1 with two workers: 9 min 52 s): over the
-issue's 90. The families are the long
-run, beyond the 90 minutes: a b1 network is 16-23M FLOPs (about 20 minutes a training), so
-``--family-upto 1`` adds about 1 hour 15 minutes with two jobs, and every further phi about doubles it.
+stage 1 takes 10-12 minutes with two workers; one 5-epoch training on all 55,000 training images
+takes 250-450 s (the searched and matched B0s, 3-4M FLOPs at 32 px) to 861-871 s
+(EfficientNet-B0, 8.3M FLOPs). The default run (steps 1, 2 and 4) is about 11,500 core-seconds:
+96 minutes on two fully used cores, over the issue's 90 (run 2 took 108 minutes, with two threads
+per training). The families are the long run: a b1 network is 16-23M FLOPs (20-40 minutes a
+training), so ``--family-upto 1`` adds over an hour with two jobs, and every further phi about
+doubles it.
 
 Writes ``pipeline.json`` (every run; an interrupted bench resumes from it), ``pipeline.md`` (the
 table) and ``pipeline.png`` (accuracy vs FLOPs) into ``--results``, and prints the headline
@@ -55,6 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import effnas.threads  # noqa: E402
+
+effnas.threads.configure()  # OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLIs do (inherited by the workers)
 
 from bench.common import Runs, kendall_tau  # noqa: E402
 
