@@ -39,7 +39,7 @@ from effnas.task import DataCache
 from search_space import ArchSpec, ResolvedArch, count_flops, resolve_arch
 
 from .config import ScaleSearchConfig
-from .grid import KINDS, GridSpec, constrained_grid, match_flops, measure_point, product_of
+from .grid import KINDS, GridSpec, constrained_grid, match_flops, measure_point, product_of, scaled_spec
 from .points import choose_best, earlier_twin, enqueue_points, grid_frame, kind_of, point_key, point_params
 
 __all__ = ["run_scale_search", "ScaleSearchOutcome", "GRID_COLUMNS"]
@@ -203,8 +203,7 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
         if ratios else ""
     # Rounding (ceil of repeats, filters to multiples of 8, whole pixels) maps nearby points to one
     # network: each is trained once, the others take its result (duplicate_of).
-    networks = len({measure_point(base, r0, p.alpha, p.beta, p.gamma, base_flops=base_flops)[1].to_string()
-                    for p in points})
+    networks = len({(scaled_spec(base, width=p.beta, depth=p.alpha).to_string(), p.resolution) for p in points})
     print(f"scale-search: grid of {len(points)} point{'' if len(points) == 1 else 's'} to evaluate at {r0} px "
           f"(study {study_name}), {networks} distinct network{'' if networks == 1 else 's'} after rounding"
           f"{spread}", flush=True)
