@@ -148,7 +148,7 @@ class Evaluator:
                 last_report[:] = [(epoch, value)]
                 return
             trial.report(value, epoch)
-            if epoch < cfg.epochs and trial.should_prune():
+            if trial.should_prune():
                 reason = (f"pruned by {type(trial.study.pruner).__name__} at epoch {epoch} "
                           f"(reward {value:.4f}, acc {accuracy:.4f})")
                 trial.set_user_attr("reason", reason)

@@ -60,32 +60,24 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any], *,
     attrs = {**_PENDING.pop(trial, {}), **attrs}
     todo = {key: value for key, value in attrs.items()
             if not (key in written and type(written[key]) is type(value) and written[key] == value)}
-    storage = trial.storage
-    if report is not None and (not isinstance(storage, optuna.storages.JournalStorage)
-                               or report[0] in trial._cached_frozen_trial.intermediate_values):
-        _set_user_attrs_one_by_one(trial, todo)  # Optuna's own report: validation, a repeated step's warning
-        trial.report(report[1], report[0])
-        return
     if not todo and report is None:
         return
-    if isinstance(storage, optuna.storages.JournalStorage) and len(todo) + (report is not None) > 1:
-        step_value = (report[0], float(report[1])) if report is not None else None
+    storage, frozen = trial.storage, trial._cached_frozen_trial
+    # one append on a journal; a step already reported goes through Optuna's own report (its warning)
+    batch = isinstance(storage, optuna.storages.JournalStorage) and len(todo) + (report is not None) > 1 \
+        and (report is None or report[0] not in frozen.intermediate_values)
+    step_value = (report[0], float(report[1])) if batch and report is not None else None
+    if batch:
         _journal_write(storage, trial._trial_id, todo, step_value)
-        written.update(todo)
-        trial._cached_frozen_trial.user_attrs.update(todo)
-        if step_value is not None:
-            trial._cached_frozen_trial.intermediate_values[step_value[0]] = step_value[1]
     else:
-        _set_user_attrs_one_by_one(trial, todo)
-        if report is not None:
-            trial.report(report[1], report[0])
-
-
-def _set_user_attrs_one_by_one(trial: optuna.Trial, todo: Mapping[str, Any]) -> None:
-    for key, value in todo.items():
-        trial.storage.set_trial_user_attr(trial._trial_id, key, value)
-    _WRITTEN.setdefault(trial, {}).update(todo)
-    trial._cached_frozen_trial.user_attrs.update(todo)  # what ``trial.user_attrs`` shows, as set_user_attr does
+        for key, value in todo.items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+    written.update(todo)
+    frozen.user_attrs.update(todo)  # what ``trial.user_attrs`` shows, as set_user_attr does
+    if step_value is not None:
+        frozen.intermediate_values[step_value[0]] = step_value[1]
+    elif report is not None:
+        trial.report(report[1], report[0])
 
 
 def _journal_write(storage: optuna.storages.JournalStorage, trial_id: int, attrs: Mapping[str, Any],
