@@ -13,7 +13,8 @@
    by proxy reward, seed 0 only, so that tau covers >= 10 networks.
 3. With ``--family-upto K`` (K >= 1): stage 2, the default ``scale-search`` from the searched B0, its
    family b1..bK, against EfficientNet b1..bK grown with the paper's coefficients from the
-   reference B0, trained the same way.
+   reference B0 and -- the fair pair, as for B0 -- EfficientNet-B0 scaled (width, depth) to each
+   searched b_phi's FLOPs within 5% at its resolution and dropout, all trained the same way.
 4. Kendall tau between the 1-epoch proxy accuracy and the full-protocol accuracy (seed 0) over
    every architecture trained (how much the proxy can be trusted). A stage-1 network's proxy
    accuracy is its stage-1 trial's (the same protocol: not trained again); the others' 1-epoch
@@ -33,8 +34,8 @@ takes 250-450 s (the searched and matched B0s, 3-4M FLOPs at 32 px) to 861-871 s
 (EfficientNet-B0, 8.3M FLOPs). The default run (steps 1, 2 and 4) is about 11,500 core-seconds:
 96 minutes on two fully used cores, over the issue's 90 (run 2 took 108 minutes, with two threads
 per training). The families are the long run: a b1 network is 16-23M FLOPs (20-40 minutes a
-training), so ``--family-upto 1`` adds over an hour with two jobs, and every further phi about
-doubles it.
+training; three networks x 3 seeds per phi, and their 1-epoch proxies), so ``--family-upto 1``
+adds about two hours with two jobs, and every further phi about doubles it.
 
 Writes ``pipeline.json`` (every run; an interrupted bench resumes from it), ``pipeline.md`` (the
 table) and ``pipeline.png`` (accuracy vs FLOPs) into ``--results``, and prints the headline
@@ -63,8 +64,9 @@ from bench.common import Runs, kendall_tau  # noqa: E402
 
 
 def matched_efficientnet(b0, target_flops: int, resolution: int):
-    """EfficientNet-B0 scaled in width and depth to ``target_flops`` within 5% (closest; then
-    closest to width == depth)."""
+    """EfficientNet-B0 scaled in width and depth to ``target_flops`` at ``resolution`` within 5%
+    (closest; then closest to width == depth): ``(spec, width, depth)``, or None if no width in
+    0.2..1.6 and depth in 0.2..2.0 comes within 5%."""
     from search_space import count_flops, scale_spec
 
     best = None
@@ -76,9 +78,7 @@ def matched_efficientnet(b0, target_flops: int, resolution: int):
             key = (round(err, 3) if err > 0.05 else 0.0, abs(w - d), err)
             if best is None or key < best[0]:
                 best = (key, spec, w, d)
-    if best[0][2] > 0.05:
-        raise SystemExit(f"no EfficientNet-B0 width/depth within 5% of {target_flops} FLOPs")
-    return best[1], best[2], best[3]
+    return None if best[0][2] > 0.05 else (best[1], best[2], best[3])
 
 
 @dataclass(frozen=True)
@@ -96,27 +96,50 @@ class Job:
 
 class Trainer:
     """Runs the jobs not yet in pipeline.json, ``jobs`` at a time in separate processes of
-    ``threads`` threads each (two one-thread trainings side by side use two cores better than one
+    the configs' ``threads`` threads each (two one-thread trainings side by side use two cores better than one
     two-thread training), saving each result as it finishes, with progress and an ETA. Ctrl-C or
     SIGTERM stops the workers; what finished is kept (run the bench again to resume)."""
 
-    def __init__(self, runs: Runs, full, proxy, *, jobs: int, threads: int | None, started: float) -> None:
+    def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float) -> None:
         self.runs, self.configs = runs, {"full": full, "proxy": proxy}
-        self.jobs, self.threads, self.started = jobs, threads, started
+        self.jobs, self.started = jobs, started
 
     def run(self, jobs: list[Job]) -> None:
-        todo = [j for j in dict.fromkeys(jobs) if self.runs.get(j.key) is None]
+        # one network is trained once per seed and kind, whatever rows name it (the searched B0 can
+        # be EfficientNet-B0 itself, and then so is the network matched to it): a row whose network
+        # another row has measured gets that run
+        measured = {}  # (proxy?, arch, seed) -> run; keys: "proxy|<arch>" and "<name>|<arch>|<seed>"
+        for key, value in self.runs.data["runs"].items():
+            network = ((True, key.removeprefix("proxy|"), "0") if key.startswith("proxy|")
+                       else (False, *key.rsplit("|", 2)[1:]))
+            measured.setdefault(network, value)
+        todo, self.twins = [], {}
+        for j in jobs:
+            network = (j.kind == "proxy", j.arch, str(j.seed))
+            if self.runs.get(j.key) is not None:
+                continue
+            if network in measured:
+                self.runs.put(j.key, measured[network])
+            elif network in self.twins:
+                self.twins[network].append(j)
+            else:
+                self.twins[network] = []
+                todo.append(j)
         if not todo:
             return
         # longest first (LPT): the last jobs are short, so no core idles long at the end
         todo.sort(key=lambda j: -j.cost)
         t0, done, done_cost, total_cost = time.monotonic(), 0, 0.0, sum(j.cost for j in todo)
         width = min(self.jobs, len(todo))
-        print(f"[{time.monotonic() - self.started:.0f}s] {len(todo)} trainings to run, {width} at a time", flush=True)
+        shared = sum(map(len, self.twins.values()))
+        print(f"[{time.monotonic() - self.started:.0f}s] {len(todo)} trainings to run, {width} at a time"
+              + (f" ({shared} more rows are the same networks: trained once)" if shared else ""), flush=True)
 
         def finished(job: Job, run: dict) -> None:
             nonlocal done, done_cost
             self.runs.put(job.key, run)
+            for twin in self.twins[(job.kind == "proxy", job.arch, str(job.seed))]:
+                self.runs.put(twin.key, run)
             done += 1
             done_cost += job.cost
             left = len(todo) - done
@@ -133,7 +156,7 @@ class Trainer:
             return
         import multiprocessing
 
-        pool = multiprocessing.get_context("spawn").Pool(width, _worker_init, (self.threads or 1,))
+        pool = multiprocessing.get_context("spawn").Pool(width, _worker_init, (self.configs["full"].threads or 1,))
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             for job, run in pool.imap_unordered(functools.partial(_job_result, configs=self.configs), todo):
@@ -332,7 +355,11 @@ def main() -> None:
     # 2. the networks and one full protocol -----------------------------------------------------
     classes, channels = searched.num_classes, searched.in_channels
     ref = reference_spec("efficientnet-b0", num_classes=classes, in_channels=channels).replace(resolution=r)
-    matched, w, d = matched_efficientnet(ref, count_flops(searched, r), r)
+    found = matched_efficientnet(ref, count_flops(searched, r), r)
+    if found is None:
+        raise SystemExit(f"no EfficientNet-B0 width/depth within 5% of the searched B0's "
+                         f"{count_flops(searched, r)} FLOPs at {r} px")
+    matched, w, d = found
     nets = {"searched B0": searched, f"EfficientNet-B0 w{w:g} d{d:g} (matched)": matched, "EfficientNet-B0": ref,
             "MobileNetV2": reference_spec("mobilenetv2", num_classes=classes, in_channels=channels).replace(resolution=r),
             "MnasNet-A1": reference_spec("mnasnet-a1", num_classes=classes, in_channels=channels).replace(resolution=r)}
@@ -342,7 +369,7 @@ def main() -> None:
     full = ProxyConfig(epochs=1 if smoke else args.epochs, train_size=2000 if smoke else None,
                        bn_recalibrate_batches=10, threads=threads, **({"minival_size": 500} if smoke else {}))
     proxy_cfg = ProxyConfig(**tiny, threads=threads)
-    trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, threads=args.threads, started=started)
+    trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, started=started)
 
     def row(name: str, spec, seeds: int) -> dict:
         accs = []
@@ -406,9 +433,22 @@ def main() -> None:
         ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),
                            "max_phi": upto})
         theirs, specs = family_table(ref, "paper", upto, resolution=r)
-        table += train([row for phi in range(1, upto + 1)
-                        for row in ((f"searched b{phi}", ours.specs[f"b{phi}"], seeds),
-                                    (f"EfficientNet b{phi} (paper coefficients)", specs[f"b{phi}"], seeds))])
+        family = []
+        for phi in range(1, upto + 1):
+            mine = ours.specs[f"b{phi}"]
+            family += [(f"searched b{phi}", mine, seeds),
+                       (f"EfficientNet b{phi} (paper coefficients)", specs[f"b{phi}"], seeds)]
+            # the fair pair: EfficientNet-B0 at the searched b{phi}'s resolution and FLOPs (and dropout)
+            found = matched_efficientnet(ref, count_flops(mine, mine.resolution), mine.resolution)
+            if found is None:
+                print(f"searched b{phi}: no EfficientNet-B0 width/depth within 5% of its FLOPs at "
+                      f"{mine.resolution} px; no matched network for it", flush=True)
+            else:
+                spec, fw, fd = found
+                family.append((f"EfficientNet-B0 w{fw:g} d{fd:g} at {mine.resolution} px (matched to searched b{phi})",
+                               spec.replace(dropout=mine.dropout), seeds))
+        family_rows = train(family)
+        table += family_rows
 
     # 4. proxy vs full: Kendall tau ------------------------------------------------------------
     proxy = [row["proxy_accuracy"] for row in table]
@@ -427,6 +467,14 @@ def main() -> None:
     (out / "pipeline.md").write_text(text)
     _plot(table, out / "pipeline.png")
     print(text)
+    for phi in range(1, upto + 1):  # each searched b{phi} against its FLOPs-matched EfficientNet
+        pair = [row for row in family_rows if row["name"] == f"searched b{phi}"
+                or row["name"].endswith(f"(matched to searched b{phi})")]
+        if len(pair) == 2:
+            a, b = pair
+            print(f"searched b{phi} {a['mean']:.4f} ± {a['sd']:.4f} at {a['flops'] / 1e6:.2f}M FLOPs "
+                  f"{'beats' if a['mean'] > b['mean'] else 'does not beat'} EfficientNet-B0 matched to it "
+                  f"{b['mean']:.4f} ± {b['sd']:.4f} ({b['flops'] / 1e6:.2f}M, {b['resolution']} px)", flush=True)
     s0, m0 = table[0], table[1]
     verdict = "beats" if s0["mean"] > m0["mean"] else "does not beat"
     print(f"searched B0 {s0['mean']:.4f} ± {s0['sd']:.4f} at {s0['flops'] / 1e6:.2f}M FLOPs {verdict} EfficientNet-B0 "

@@ -1,0 +1,75 @@
+"""bench/pipeline.py's bookkeeping: the FLOPs-matched EfficientNet and one training per network.
+
+The bench itself is hours of training; what it decides before and around the trainings is
+checked here (``python bench/pipeline.py --smoke`` runs the whole machinery at toy sizes)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnas.threads import ENV_DEFAULTS
+from search_space import count_flops, reference_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pipeline(monkeypatch):
+    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("bench.pipeline")
+
+
+@pytest.fixture
+def ref():
+    return reference_spec("efficientnet-b0", num_classes=10, in_channels=1).replace(resolution=32)
+
+
+@pytest.mark.parametrize("target, resolution", [(2_940_000, 32), (22_736_704, 67)])
+def test_matched_efficientnet_is_within_five_percent_at_the_resolution(pipeline, ref, target, resolution):
+    spec, width, depth = pipeline.matched_efficientnet(ref, target, resolution)
+    assert spec.resolution == resolution
+    assert abs(count_flops(spec, resolution) / target - 1) <= 0.05
+    assert width < 1 and depth < 1  # both smaller than the 8.33M-FLOPs B0 at 32 px
+
+
+def test_matched_efficientnet_none_when_out_of_reach(pipeline, ref):
+    assert pipeline.matched_efficientnet(ref, 10_000, 32) is None
+
+
+def test_trainer_trains_each_network_once(pipeline, monkeypatch, tmp_path):
+    from bench.common import Runs
+
+    runs = Runs(tmp_path / "pipeline.json")
+    runs.put("EfficientNet-B0|A|0", {"test_accuracy": 0.5, "seconds": 1.0})
+    runs.put("proxy|B", {"accuracy": 0.3, "seconds": 1.0})
+    trained = []
+
+    def train(job, configs):
+        trained.append((job.kind, job.arch, job.seed))
+        return {"accuracy" if job.kind == "proxy" else "test_accuracy": 0.1 * len(trained), "seconds": 2.0}
+
+    monkeypatch.setattr(pipeline, "_train_job", train)
+    Job = pipeline.Job
+    jobs = [Job("searched B0|A|0", "A", 0, "full", "searched B0"),  # measured under another name
+            Job("searched B0|A|1", "A", 1, "full", "searched B0"),
+            Job("matched|A|1", "A", 1, "full", "matched"),  # the same network and seed: trained once
+            Job("matched|A|2", "A", 2, "full", "matched"),
+            Job("proxy|C", "C", 0, "proxy", "searched B0 (1-epoch proxy)"),
+            Job("proxy|C", "C", 0, "proxy", "matched (1-epoch proxy)"),
+            Job("proxy|B", "B", 0, "proxy", "x (1-epoch proxy)")]
+    pipeline.Trainer(runs, None, None, jobs=1, started=0.0).run(jobs)
+
+    assert sorted(trained) == [("full", "A", 1), ("full", "A", 2), ("proxy", "C", 0)]
+    saved = Runs(tmp_path / "pipeline.json")
+    assert saved.get("searched B0|A|0") == {"test_accuracy": 0.5, "seconds": 1.0}
+    assert saved.get("searched B0|A|1") == saved.get("matched|A|1") is not None
+    assert saved.get("matched|A|2")["test_accuracy"] != saved.get("matched|A|1")["test_accuracy"]
+    assert saved.get("proxy|C")["accuracy"] > 0 and saved.get("proxy|B")["accuracy"] == 0.3
+    pipeline.Trainer(saved, None, None, jobs=1, started=0.0).run(jobs)  # all there: nothing trained again
+    assert len(trained) == 3
