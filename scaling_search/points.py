@@ -17,7 +17,8 @@ from effnas.results import GRID
 
 from .grid import KINDS, GridPoint, product_of
 
-__all__ = ["point_key", "point_params", "enqueue_points", "earlier_twin", "kind_of", "grid_frame", "choose_best"]
+__all__ = ["point_key", "point_params", "enqueue_points", "earlier_twin", "untrained_duplicates", "kind_of",
+           "grid_frame", "choose_best"]
 
 
 def point_key(params: dict[str, Any] | None) -> tuple[float, float, float] | None:
@@ -75,6 +76,26 @@ def earlier_twin(study: optuna.Study, number: int, key: tuple) -> int | None:
         if point_key(point_params(t)) == key:
             return t.number
     return None
+
+
+def untrained_duplicates(study: optuna.Study, points: list[GridPoint]) -> list[GridPoint]:
+    """The points whose every trial was closed untrained as the duplicate of a trial that was still
+    running (FAIL with ``duplicate_of``: another worker was training the same network) and whose
+    twin has finished since (COMPLETE or PRUNED): enqueued again, each takes its twin's result."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    by_point: dict[tuple | None, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        by_point.setdefault(point_key(point_params(t)), []).append(t)
+
+    def waited_for_a_finished_twin(t: optuna.trial.FrozenTrial) -> bool:
+        twin = by_number.get(t.user_attrs.get("duplicate_of", -1))
+        return (t.state == TrialState.FAIL and twin is not None
+                and twin.state in (TrialState.COMPLETE, TrialState.PRUNED))
+
+    return [point for point in points
+            if (seen := by_point.get(point_key(point.params_dict())))
+            and all(waited_for_a_finished_twin(t) for t in seen)]
 
 
 def kind_of(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> str:

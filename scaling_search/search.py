@@ -2,11 +2,14 @@
 
 Every grid point is one enqueued trial of a shared Optuna study (``enqueue_trial(...,
 skip_if_exists=True)``), run by the stage-1 worker loop (``run_worker(only_enqueued=True)``) and
-trained by stage 1's :class:`nas.search.TrialRunner` under the same proxy protocol, so several
+trained by stage 1's :class:`effnas.evaluate.Evaluator` under the same proxy protocol, so several
 workers -- Hydra multirun jobs or plain invocations -- share one grid and every point is evaluated
 once. Two guards make "once" hold when workers start at the same moment: points are enqueued
 under a lock file in the study folder, and a trial whose point an earlier live trial already holds
 is closed untrained as FAIL with ``duplicate_of`` (a guard for storages shared across hosts).
+Points that round to one network train it once: the others take its result (``duplicate_of``);
+one whose network another worker is still training is closed as FAIL and, once that training
+is in, enqueued again to take its result -- so every point has one, however the workers raced.
 
 ``run_scale_search(cfg)`` is what the Hydra CLI calls and what tests and notebooks call directly;
 ``cfg`` is the Hydra tree as a plain dict (see ``conf/scale_search.yaml``).
@@ -39,8 +42,9 @@ from effnas.task import DataCache
 from search_space import ArchSpec, ResolvedArch, count_flops, resolve_arch
 
 from .config import ScaleSearchConfig
-from .grid import KINDS, GridSpec, constrained_grid, match_flops, measure_point, product_of, scaled_spec
-from .points import choose_best, earlier_twin, enqueue_points, grid_frame, kind_of, point_key, point_params
+from .grid import KINDS, GridPoint, GridSpec, constrained_grid, match_flops, measure_point, product_of, scaled_spec
+from .points import (choose_best, earlier_twin, enqueue_points, grid_frame, kind_of, point_key, point_params,
+                     untrained_duplicates)
 
 __all__ = ["run_scale_search", "ScaleSearchOutcome", "GRID_COLUMNS"]
 
@@ -271,6 +275,16 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
 
     export(study)
     interrupted = None
+    enqueued: list[tuple[list[GridPoint], dict[str, Any] | None]] = [(points, None)]
+
+    def take_finished_twins() -> None:
+        """A point closed untrained because another worker was still training its network takes
+        that network's result once it is in (the last worker to finish does this; a resume too)."""
+        again = [(twins, attrs) for pts, attrs in enqueued if (twins := untrained_duplicates(study, pts))]
+        if sum(enqueue_points(study, twins, folder, attrs) for twins, attrs in again):
+            run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
+                       max_retry=cfg.storage.max_retry, on_trial=on_trial, only_enqueued=True)
+
     with handle_signals():
         try:
             run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
@@ -287,8 +301,10 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
                              best.user_attrs["flops_ratio"],
                              ", ".join(f"{s.kind} x{s.flops_ratio:.2f}" for s in singles))
                     enqueue_points(study, singles, folder, {"matched_to": best.number})
+                    enqueued.append((singles, {"matched_to": best.number}))
                     run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
                                max_retry=cfg.storage.max_retry, on_trial=on_trial, only_enqueued=True)
+            take_finished_twins()
         except Interrupted as exc:
             interrupted = exc.signame
     record = export(study)

@@ -233,6 +233,43 @@ def test_points_that_round_to_one_network_train_it_once(tmp_path, base_json, cap
     assert out.best["alpha"] == 1.1  # equal accuracy: the product closer to 2 wins
 
 
+def test_a_point_whose_network_another_worker_was_training_takes_its_result(tmp_path, base_json, monkeypatch):
+    """Two points, one network. While this worker trains the first, another worker takes the second:
+    its network is RUNNING here, so it is closed untrained (FAIL, duplicate_of). Once the training
+    is in, the second point is enqueued again and takes the result: every point gets one, and the
+    coefficients do not depend on how the workers raced (alone, the tie goes to alpha 1.1)."""
+    import effnas.evaluate
+
+    cfg = _cfg(tmp_path, base_json, "race", grid={"alpha": [1.05, 1.1], "beta": [1.0, 1.0], "gamma": [1.0, 1.0],
+                                                 "step": 0.05, "tol": 1.0, "mode": "product"})
+    train = effnas.evaluate.train_and_evaluate
+    other_worker = []
+
+    def train_while_another_worker_takes_the_next_point(spec, *args, **kwargs):
+        if not other_worker:  # as the other worker's run_worker + Evaluator would, in the same storage
+            study = load_study(tmp_path / "race", "race")
+            t = study.ask()
+            other_worker.append(t.number)
+            running = [r for r in study.get_trials() if r.state == TrialState.RUNNING and r.number != t.number]
+            t.set_user_attr("arch", running[0].user_attrs["arch"])
+            t.set_user_attr("duplicate_of", running[0].number)
+            study.tell(t, state=TrialState.FAIL)
+        return train(spec, *args, **kwargs)
+
+    monkeypatch.setattr(effnas.evaluate, "train_and_evaluate", train_while_another_worker_takes_the_next_point)
+    out = run_scale_search(cfg)
+    t = out.table.set_index("number")
+    assert other_worker == [1] and list(t["state"]) == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert [point_of(s) for s in load_study(tmp_path / "race", "race").get_trials()] == [
+        (1.05, 1.0, 1.0), (1.1, 1.0, 1.0), (1.1, 1.0, 1.0)]
+    assert t.loc[2, "duplicate_of"] == 0 and t.loc[2, "accuracy"] == t.loc[0, "accuracy"]
+    assert t.loc[2, "train_seconds"] == 0.0 and out.best["alpha"] == 1.1
+    assert yaml.safe_load((tmp_path / "race" / "coefficients.yaml").read_text())["alpha"] == 1.1
+    before = load_study(tmp_path / "race", "race").get_trials()
+    run_scale_search(cfg)  # resumed: every point has its result, nothing runs again
+    assert len(load_study(tmp_path / "race", "race").get_trials()) == len(before)
+
+
 def test_a_failed_point_is_enqueued_again_on_resume(tmp_path, base_json):
     cfg = _cfg(tmp_path, base_json, "fail", alpha=1.2, beta=1.1, gamma=1.15)
     run_scale_search({**cfg, "alpha": 1.1, "gamma": 1.2})
