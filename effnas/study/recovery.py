@@ -163,7 +163,8 @@ def recover_dead_local_workers(study: optuna.Study, max_retry: int) -> list[int]
     host = socket.gethostname()
     failed = []
     recorded: dict | None = None  # the study's record of worker start times, read when needed
-    for t in [t for t in live_trials(study) if t.state == TrialState.RUNNING]:
+    running = [t for t in live_trials(study) if t.state == TrialState.RUNNING]
+    for t in running:
         who = t.user_attrs.get("worker")
         if _orphaned(t):
             reason = f"orphaned: its worker never recorded itself within {ORPHAN_SECONDS:.0f}s"
