@@ -33,9 +33,10 @@ measured by ``bench/allocator.py``). ``--head-multipliers`` /
 Sizes and time on 2 CPU cores (measured 2026-11-30 and 2026-12-01, one thread per training):
 stage 1 takes 10-12 minutes with two workers; one 5-epoch training on all 55,000 training images
 takes 250-450 s (the searched and matched B0s, 3-4M FLOPs at 32 px) to 861-871 s
-(EfficientNet-B0, 8.3M FLOPs). The default run (steps 1, 2 and 4) is about 11,500 core-seconds:
-96 minutes on two fully used cores, over the issue's 90 (run 2 took 108 minutes, with two threads
-per training). The families are the long run: a b1 network is 16-23M FLOPs (20-40 minutes a
+(EfficientNet-B0, 8.3M FLOPs), with glibc's malloc. The default run (steps 1, 2 and 4) is about
+11,500 core-seconds with glibc's malloc: 96 minutes on two fully used cores, over the issue's 90;
+with tcmalloc it took 87 min 5 s (run 4, 2026-12-01: stage 1 8 min 25 s, EfficientNet-B0 783-807 s
+a training). The families are the long run: a b1 network is 16-23M FLOPs (20-40 minutes a
 training; three networks x 3 seeds per phi, and their 1-epoch proxies), so ``--family-upto 1``
 adds about two hours with two jobs, and every further phi about doubles it.
 
@@ -117,17 +118,18 @@ class Trainer:
             network = ((True, key.removeprefix("proxy|"), "0") if key.startswith("proxy|")
                        else (False, *key.rsplit("|", 2)[1:]))
             measured.setdefault(network, value)
-        todo, self.twins = [], {}
+        todo: list[Job] = []
+        twins: dict[tuple, list[Job]] = {}  # network -> the other rows that get its run
         for j in jobs:
             network = (j.kind == "proxy", j.arch, str(j.seed))
             if self.runs.get(j.key) is not None:
                 continue
             if network in measured:
                 self.runs.put(j.key, measured[network])
-            elif network in self.twins:
-                self.twins[network].append(j)
+            elif network in twins:
+                twins[network].append(j)
             else:
-                self.twins[network] = []
+                twins[network] = []
                 todo.append(j)
         if not todo:
             return
@@ -135,14 +137,14 @@ class Trainer:
         todo.sort(key=lambda j: -j.cost)
         t0, done, done_cost, total_cost = time.monotonic(), 0, 0.0, sum(j.cost for j in todo)
         width = min(self.jobs, len(todo))
-        shared = sum(map(len, self.twins.values()))
+        shared = sum(map(len, twins.values()))
         print(f"[{time.monotonic() - self.started:.0f}s] {len(todo)} trainings to run, {width} at a time"
               + (f" ({shared} more rows are the same networks: trained once)" if shared else ""), flush=True)
 
         def finished(job: Job, run: dict) -> None:
             nonlocal done, done_cost
             self.runs.put(job.key, run)
-            for twin in self.twins[(job.kind == "proxy", job.arch, str(job.seed))]:
+            for twin in twins[(job.kind == "proxy", job.arch, str(job.seed))]:
                 self.runs.put(twin.key, run)
             done += 1
             done_cost += job.cost
