@@ -41,7 +41,7 @@ __all__ = ["supernet_identity", "supernet_key", "load_or_train", "space_identity
 
 log = logging.getLogger("effnas")
 
-VERSION = 1  # bump when the supernet's layout or training changes what a cached file means
+VERSION = 2  # bump when the supernet's layout or training changes what a cached file means
 
 
 def space_identity(space: SearchSpace) -> dict[str, Any]:

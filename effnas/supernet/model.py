@@ -122,53 +122,120 @@ def _squeezed(cin: int, se_ratios: tuple[float, ...]) -> int:
     return max([max(1, int(cin * r)) for r in se_ratios if r > 0], default=0)
 
 
+class _LastBN(nn.Module):
+    """The BN that ends a layer's branch, one per shortcut kind: ``res`` where the layer adds the
+    identity shortcut, its scale initialised to zero as the stand-alone network's (every residual
+    block starts as the identity: without it a deep subnet of dense convs diverged where the same
+    network trained stand-alone), and ``plain`` where it adds none or the pooling shortcut (scale
+    one: a zero there would cut the signal). The two are not shared because the branch's output
+    means something else in each: an increment of the input, or the layer's whole output."""
+
+    def __init__(self, c: int, bn_momentum: float, bn_eps: float, residual: bool) -> None:
+        super().__init__()
+        self.plain = nn.BatchNorm2d(c, momentum=bn_momentum, eps=bn_eps)
+        if residual:
+            self.res = nn.BatchNorm2d(c, momentum=bn_momentum, eps=bn_eps)
+            nn.init.zeros_(self.res.weight)
+
+    def pick(self, residual: bool) -> nn.BatchNorm2d:
+        return self.res if residual else self.plain
+
+
+class _Separable(nn.Module):
+    """A depthwise-separable branch: MBConv (``expand``: a 1x1 conv to ``int(in * e)`` channels
+    first, ``e`` > 1) or the plain depthwise-separable conv (``expand`` False: the depthwise kernel
+    sees the layer's input channels)."""
+
+    def __init__(self, cin: int, mid: int, cout: int, k: int, stride: int, squeezed: int, expand: bool,
+                 bn_momentum: float, bn_eps: float, residual: bool) -> None:
+        super().__init__()
+        self.stride = stride
+        if expand:
+            self.expand = nn.Conv2d(cin, mid, 1, bias=False)
+            self.bn0 = nn.BatchNorm2d(mid, momentum=bn_momentum, eps=bn_eps)
+        self.dw = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid, momentum=bn_momentum, eps=bn_eps)
+        self.se = _SE(mid, squeezed) if squeezed else None
+        self.project = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn2 = _LastBN(cout, bn_momentum, bn_eps, residual)
+
+    def forward(self, x: torch.Tensor, block: BlockSpec, cout: int, act: Callable, residual: bool) -> torch.Tensor:
+        cin, k, training = x.shape[1], block.kernel, self.training
+        mid = block.expanded(cin)
+        y = x
+        if block.conv_type is ConvType.MBCONV:
+            y = act(_bn(self.bn0, conv(y, self.expand.weight[:mid, :cin]), mid, training))
+        y = act(_bn(self.bn1, conv(y, crop(self.dw.weight[:mid], k), self.stride, mid), mid, training))
+        if block.has_se:
+            y = self.se(y, block.squeezed(cin), act)
+        return _bn(self.bn2.pick(residual), conv(y, self.project.weight[:cout, :mid]), cout, training)
+
+    def copy_to(self, dst: MBBlock, block: BlockSpec, cin: int, cout: int) -> None:
+        k, mid = block.kernel, block.expanded(cin)
+        if block.conv_type is ConvType.MBCONV:
+            dst.expand.weight.copy_(self.expand.weight[:mid, :cin])
+            _copy_bn(dst.bn0, self.bn0, mid)
+        dst.dw.weight.copy_(crop(self.dw.weight[:mid], k))
+        _copy_bn(dst.bn1, self.bn1, mid)
+        if block.has_se:
+            self.se.copy_to(dst.se, mid, block.squeezed(cin))
+        dst.project.weight.copy_(self.project.weight[:cout, :mid])
+        _copy_bn(dst.bn2, self.bn2.pick(dst.residual), cout)
+
+
+class _Dense(nn.Module):
+    """The regular conv branch: a dense ``k x k`` conv, its BN, then SE on its output."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, squeezed: int, bn_momentum: float,
+                 bn_eps: float, residual: bool) -> None:
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        self.bn = _LastBN(cout, bn_momentum, bn_eps, residual)
+        self.se = _SE(cout, squeezed) if squeezed else None
+
+    def forward(self, x: torch.Tensor, block: BlockSpec, cout: int, act: Callable, residual: bool) -> torch.Tensor:
+        cin = x.shape[1]
+        y = act(_bn(self.bn.pick(residual), conv(x, crop(self.conv.weight[:cout, :cin], block.kernel), self.stride),
+                    cout, self.training))
+        return self.se(y, block.squeezed(cin), act) if block.has_se else y
+
+    def copy_to(self, dst: MBBlock, block: BlockSpec, cin: int, cout: int) -> None:
+        dst.conv.weight.copy_(crop(self.conv.weight[:cout, :cin], block.kernel))
+        _copy_bn(dst.bn, self.bn.pick(dst.residual), cout)
+        if block.has_se:
+            self.se.copy_to(dst.se, cout, block.squeezed(cin))
+
+
 class SuperLayer(nn.Module):
-    """Layer ``j`` of one stage with the largest weights of every op the stage may choose."""
+    """Layer ``j`` of one stage with the largest weights of every op the stage may choose: one
+    branch per op family -- ``mbconv`` (every expansion ratio > 1), ``ds`` (expansion 1) and
+    ``conv`` -- each holding the largest tensors its choices slice."""
 
     def __init__(self, choices: StageChoices, cin: int, cout: int, stride: int, bn_momentum: float,
                  bn_eps: float) -> None:
         super().__init__()
         self.stride = stride
-        variants = choices.variants()
+        types = {t: e for _, t, e in choices.variants()}
         k = max(choices.kernels)
-        ratios = [e for _, t, e in variants if t is not ConvType.CONV]
+        sq = _squeezed(cin, choices.se_ratios)
+        residual = stride == 1  # an identity shortcut needs a shape-keeping layer
+        ratios = [e for _, t, e in choices.variants() if t is ConvType.MBCONV]
+        if ratios:
+            self.mbconv = _Separable(cin, max(int(cin * e) for e in ratios), cout, k, stride, sq, True,
+                                     bn_momentum, bn_eps, residual)
+        if ConvType.DS in types:
+            self.ds = _Separable(cin, cin, cout, k, stride, sq, False, bn_momentum, bn_eps, residual)
+        if ConvType.CONV in types:
+            self.conv = _Dense(cin, cout, k, stride, sq, bn_momentum, bn_eps, residual)
 
-        def bn(c: int) -> nn.BatchNorm2d:
-            return nn.BatchNorm2d(c, momentum=bn_momentum, eps=bn_eps)
-
-        if ratios:  # mbconv / ds
-            mid = max(int(cin * e) for e in ratios)
-            if max(ratios) > 1:
-                self.expand = nn.Conv2d(cin, mid, 1, bias=False)
-                self.bn0 = bn(mid)
-            self.dw = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
-            self.bn1 = bn(mid)
-            sq = _squeezed(cin, choices.se_ratios)
-            self.se = _SE(mid, sq) if sq else None
-            self.project = nn.Conv2d(mid, cout, 1, bias=False)
-            self.bn2 = bn(cout)
-        if any(t is ConvType.CONV for _, t, _ in variants):  # the regular conv: weights of its own
-            self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-            self.conv_bn = bn(cout)
-            sq = _squeezed(cin, choices.se_ratios)
-            self.conv_se = _SE(cout, sq) if sq else None
+    def _branch(self, block: BlockSpec) -> nn.Module:
+        return getattr(self, block.conv_type.value)
 
     def forward(self, x: torch.Tensor, block: BlockSpec, cout: int, act: Callable) -> torch.Tensor:
-        cin, k, training = x.shape[1], block.kernel, self.training
-        if block.conv_type is ConvType.CONV:
-            y = act(_bn(self.conv_bn, conv(x, crop(self.conv.weight[:cout, :cin], k), self.stride), cout, training))
-            if block.has_se:
-                y = self.conv_se(y, block.squeezed(cin), act)
-        else:
-            mid = block.expanded(cin)
-            y = x
-            if block.conv_type is ConvType.MBCONV:
-                y = act(_bn(self.bn0, conv(y, self.expand.weight[:mid, :cin]), mid, training))
-            y = act(_bn(self.bn1, conv(y, crop(self.dw.weight[:mid], k), self.stride, mid), mid, training))
-            if block.has_se:
-                y = self.se(y, block.squeezed(cin), act)
-            y = _bn(self.bn2, conv(y, self.project.weight[:cout, :mid]), cout, training)
+        cin = x.shape[1]
         shortcut = block.shortcut(cin, self.stride)
+        y = self._branch(block)(x, block, cout, act, shortcut == "identity")
         if shortcut == "identity":
             y = y + x
         elif shortcut == "pool":
@@ -178,23 +245,7 @@ class SuperLayer(nn.Module):
     @torch.no_grad()
     def copy_to(self, dst: MBBlock, block: BlockSpec, cin: int, cout: int) -> None:
         """Give a stand-alone layer this layer's sliced weights and BN statistics."""
-        k = block.kernel
-        if block.conv_type is ConvType.CONV:
-            dst.conv.weight.copy_(crop(self.conv.weight[:cout, :cin], k))
-            _copy_bn(dst.bn, self.conv_bn, cout)
-            if block.has_se:
-                self.conv_se.copy_to(dst.se, cout, block.squeezed(cin))
-            return
-        mid = block.expanded(cin)
-        if block.conv_type is ConvType.MBCONV:
-            dst.expand.weight.copy_(self.expand.weight[:mid, :cin])
-            _copy_bn(dst.bn0, self.bn0, mid)
-        dst.dw.weight.copy_(crop(self.dw.weight[:mid], k))
-        _copy_bn(dst.bn1, self.bn1, mid)
-        if block.has_se:
-            self.se.copy_to(dst.se, mid, block.squeezed(cin))
-        dst.project.weight.copy_(self.project.weight[:cout, :mid])
-        _copy_bn(dst.bn2, self.bn2, cout)
+        self._branch(block).copy_to(dst, block, cin, cout)
 
 
 class _Pick:
