@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
-import json
-import os
 import resource
 import statistics
 import subprocess
@@ -34,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing
+
+from bench.common import child_env, parse_result, print_result  # noqa: E402
 
 LIBRARIES = {"tcmalloc": "tcmalloc_minimal", "jemalloc": "jemalloc"}
 # glibc kept, but large blocks stay in the heap and the heap is not trimmed: no mmap per step
@@ -55,19 +55,15 @@ def child(args: argparse.Namespace) -> None:
     faults0, cpu0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
     result = train_and_evaluate(spec, data, proxy.train_config(0))
     steps = args.train_size // proxy.batch_size
-    print("RESULT " + json.dumps({
+    print_result({
         "images_per_second": result.images_per_second, "accuracy": result.accuracy,
         "cpu": time.process_time() - cpu0,
-        "faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps}), flush=True)
+        "faults_per_step": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / steps})
 
 
 def start(preload: str | None, args: argparse.Namespace) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "GLIBC_TUNABLES")}
-    if preload == TUNED:
-        env["GLIBC_TUNABLES"] = TUNED
-    elif preload:
-        env["LD_PRELOAD"] = preload
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    extra = {"GLIBC_TUNABLES": TUNED} if preload == TUNED else {"LD_PRELOAD": preload} if preload else {}
+    env = child_env(drop=("LD_PRELOAD", "GLIBC_TUNABLES"), **extra)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--train-size", str(args.train_size),
            "--arch", args.arch]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -75,10 +71,7 @@ def start(preload: str | None, args: argparse.Namespace) -> subprocess.Popen:
 
 def result_of(proc: subprocess.Popen, what: str) -> dict:
     out, err = proc.communicate()
-    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        raise SystemExit(f"{what} failed with {proc.returncode}:\n{(out + err)[-3000:]}")
-    return json.loads(line[len("RESULT "):])
+    return parse_result(proc.returncode, out, err, what)
 
 
 def main() -> None:

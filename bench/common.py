@@ -1,9 +1,14 @@
-"""Shared by the benches: Kendall's tau and a resumable record of finished runs."""
+"""Shared by the benches: Kendall's tau, a resumable record of finished runs, and the plumbing of
+benches that measure in child processes (each prints one ``RESULT {json}`` line)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = "RESULT "
 
 
 def kendall_tau(x: list[float], y: list[float]) -> float:
@@ -41,3 +46,26 @@ class Runs:
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.data, indent=1))
         tmp.replace(self.path)
+
+
+def child_env(drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """This process's environment less ``drop``, plus ``extra`` and the repository on PYTHONPATH:
+    what a bench's child process runs in."""
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def print_result(values: dict) -> None:
+    """A child's measurement, as the one line :func:`parse_result` reads."""
+    print(RESULT + json.dumps(values), flush=True)
+
+
+def parse_result(returncode: int, stdout: str, stderr: str, what: str) -> dict:
+    """The ``RESULT`` line of a finished child; exits naming ``what`` with its output's tail when
+    the child failed or printed none."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(RESULT)), None)
+    if returncode or line is None:
+        raise SystemExit(f"{what} failed with {returncode}:\n{(stdout + stderr)[-3000:]}")
+    return json.loads(line[len(RESULT):])

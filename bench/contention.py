@@ -28,7 +28,6 @@ neighbour: > 1 means the new defaults run more trials per hour on a shared machi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -39,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing
+
+from bench.common import child_env, parse_result, print_result  # noqa: E402
 
 OPENMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OMP_DISPLAY_ENV")
@@ -73,13 +74,12 @@ def child(mode: str, args: argparse.Namespace) -> None:
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
         accs.append(result.accuracy)
-    print("RESULT " + json.dumps({"walls": walls, "cpus": cpus, "accuracy": accs, "threads": seen[-1]}), flush=True)
+    print_result({"walls": walls, "cpus": cpus, "accuracy": accs, "threads": seen[-1]})
 
 
 def measure(mode: str, neighbour: bool, args: argparse.Namespace) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARS}
-    env["OMP_DISPLAY_ENV"] = "VERBOSE"  # the runtime prints the wait policy and spin count it uses
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # OMP_DISPLAY_ENV: the runtime prints the wait policy and spin count it uses
+    env = child_env(drop=OPENMP_VARS, OMP_DISPLAY_ENV="VERBOSE")
     spinner = None
     if neighbour:
         spinner = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], stdin=subprocess.DEVNULL,
@@ -94,10 +94,7 @@ def measure(mode: str, neighbour: bool, args: argparse.Namespace) -> dict:
             spinner.kill()
             spinner.wait()
     out = proc.stdout + proc.stderr
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        raise SystemExit(f"{mode} (neighbour={neighbour}) failed with {proc.returncode}:\n{out[-3000:]}")
-    res = json.loads(line[len("RESULT "):])
+    res = parse_result(proc.returncode, proc.stdout, proc.stderr, f"{mode} (neighbour={neighbour})")
     spin = re.search(r"GOMP_SPINCOUNT = '(\d+)'", out)
     policy = re.search(r"OMP_WAIT_POLICY = '(\w+)'", out)
     res["spin"] = spin.group(1) if spin else "?"
