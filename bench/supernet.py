@@ -71,6 +71,25 @@ def random_archs(space, seed: int):
             yield spec
 
 
+def space_options(items: list[str], ap: argparse.ArgumentParser) -> dict:
+    """``--space KEY=V1,V2`` items as a space config (numbers where they parse)."""
+    def value(text: str):
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    options = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        if not eq or not key or not values:
+            ap.error(f"--space {item!r}: expected KEY=V1,V2,... (e.g. ops=mbconv)")
+        options[key] = [value(v) for v in values.split(",")]
+    return options
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/supernet")
@@ -94,6 +113,10 @@ def main() -> None:
                     help="also score the largest subnet with one op / skip / expansion choice changed at a time")
     ap.add_argument("--ceiling", action="store_true",
                     help="also train the tau set with a second proxy seed: tau of the proxy against itself")
+    ap.add_argument("--space", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="a space option (as nas-search's space.KEY), repeatable, e.g. --space ops=mbconv "
+                         "--space skips=identity: the supernet and the tau set over that space; give each space "
+                         "its own --results")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
     if args.search_trials < args.archs:
@@ -104,7 +127,7 @@ def main() -> None:
     from effnas.supernet.evaluate import supernet_evaluator
     from effnas.task import load_data
     from effnas.train import ProxyConfig, train_and_evaluate
-    from search_space import count_flops, default_space
+    from search_space import SearchSpace, count_flops, default_space
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     smoke = args.smoke
@@ -134,7 +157,20 @@ def main() -> None:
     seed = 0
 
     data = load_data(dataset, proxy, seed)
-    space = default_space(data.num_classes, data.in_channels, proxy.resolution)
+    options = space_options(args.space, ap)
+    try:
+        space = SearchSpace.from_config(options, num_classes=data.num_classes, in_channels=data.in_channels,
+                                        resolution=proxy.resolution) if options else \
+            default_space(data.num_classes, data.in_channels, proxy.resolution)
+    except ValueError as exc:
+        raise SystemExit(f"--space: {exc}") from None
+    stored = runs.get("space")
+    if stored is None and any(k.startswith("proxy/") for k in runs.data["runs"]):
+        stored = {}  # written before --space existed: the default space
+    if stored is not None and stored != options:  # the rows below are keyed by index: one space a file
+        raise SystemExit(f"{out / 'supernet.json'} holds runs of the space {stored or 'default'}, not "
+                         f"{options or 'default'}: give this space its own --results")
+    runs.put("space", options)
     reward = Reward(target=auto_target("flops", data.num_classes, data.in_channels, proxy.resolution))
 
     # 1. the supernet (trained here or loaded from the cache)
