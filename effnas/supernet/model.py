@@ -14,14 +14,21 @@ takes a prefix of everything:
 
 Which choices share weights:
 
-* ``mbconv`` with every expansion ratio and ``ds`` (expansion 1, no expand conv) share one layer:
-  the expand 1x1 conv and its BN (mbconv only), the depthwise kernel and its BN, the SE convs and
-  the project 1x1 conv and its BN, sliced as above. ``ds`` is the slice of the depthwise and
-  project weights that sees the layer's input channels directly.
-* ``conv`` (the regular, dense kxk conv) has weights of its own per layer: a dense kernel of the
-  largest input, output and kernel size, its BN and its own SE (which squeezes the conv's output,
-  not an expanded tensor). Sharing with the depthwise path would tie a dense kernel to a
-  per-channel one that computes something else; it shares with no other op.
+* ``mbconv`` with every expansion ratio > 1 shares one branch of a layer: the expand 1x1 conv and
+  its BN, the depthwise kernel and its BN, the SE convs and the project 1x1 conv, sliced as above.
+* ``ds`` (expansion 1: no expand conv, the depthwise kernel sees the layer's input) has a branch of
+  its own with the same parts. Sharing the expanded branch's first ``in`` depthwise channels made
+  one kernel serve two inputs (an expanded channel and a raw input channel); the largest
+  subnet with one stage turned ``ds`` scored 0.17 (chance 0.10; unchanged 0.74).
+* ``conv`` (the regular, dense kxk conv) has a branch of its own: a dense kernel of the largest
+  input, output and kernel size, its BN and its own SE (which squeezes the conv's output, not an
+  expanded tensor). Sharing with the depthwise path would tie a dense kernel to a per-channel one
+  that computes something else.
+* The BN that ends each branch comes twice: one for layers that add the identity shortcut, its
+  scale initialised to zero as the stand-alone network's (each residual block starts as the
+  identity: without it a deep subnet of dense convs trained through the supernet diverged, loss
+  2.62 -> 2.85 in an epoch, where with it, as stand-alone, it fell to 1.21), and one, scale one,
+  for layers without it (the ``none`` skip, shape-changing layers, the pooling shortcut).
 * Stem, head and classifier are shared by all: the stem's conv and BN are sliced by the stem
   width, the head's 1x1 conv by the last stage's width and the head width, the classifier by the
   head width (stem and head are the base's unless the space makes them choices).
