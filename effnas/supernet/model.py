@@ -18,8 +18,9 @@ Which choices share weights:
   its BN, the depthwise kernel and its BN, the SE convs and the project 1x1 conv, sliced as above.
 * ``ds`` (expansion 1: no expand conv, the depthwise kernel sees the layer's input) has a branch of
   its own with the same parts. Sharing the expanded branch's first ``in`` depthwise channels made
-  one kernel serve two inputs (an expanded channel and a raw input channel); the largest
-  subnet with one stage turned ``ds`` scored 0.17 (chance 0.10; unchanged 0.74).
+  one kernel serve two inputs (an expanded channel and a raw input channel). Measured, the own
+  branch did not lift the largest subnet with one stage turned ``ds`` within 16 epochs (0.157
+  where it scored 0.175 shared; chance 0.10, unchanged 0.81): only the random subnets train it.
 * ``conv`` (the regular, dense kxk conv) has a branch of its own: a dense kernel of the largest
   input, output and kernel size, its BN and its own SE (which squeezes the conv's output, not an
   expanded tensor). Sharing with the depthwise path would tie a dense kernel to a per-channel one
@@ -223,7 +224,7 @@ class SuperLayer(nn.Module):
                  bn_eps: float) -> None:
         super().__init__()
         self.stride = stride
-        types = {t: e for _, t, e in choices.variants()}
+        types = {t for _, t, _ in choices.variants()}
         k = max(choices.kernels)
         sq = _squeezed(cin, choices.se_ratios)
         residual = stride == 1  # an identity shortcut needs a shape-keeping layer
