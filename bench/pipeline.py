@@ -86,6 +86,9 @@ def matched_efficientnet(b0, target_flops: int, resolution: int):
     return None if best[0][2] > 0.05 else (best[1], best[2], best[3])
 
 
+DATASET = {"name": "fashion_mnist", "root": None}  # Debian's Fashion-MNIST
+
+
 @dataclass(frozen=True)
 class Job:
     """One training of the bench: ``kind`` "full" (the full protocol; test accuracy) or "proxy"
@@ -105,8 +108,8 @@ class Trainer:
     two-thread training), saving each result as it finishes, with progress and an ETA. Ctrl-C or
     SIGTERM stops the workers; what finished is kept (run the bench again to resume)."""
 
-    def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float) -> None:
-        self.runs, self.configs = runs, {"full": full, "proxy": proxy}
+    def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float, dataset: dict | None = None) -> None:
+        self.runs, self.configs = runs, {"full": full, "proxy": proxy, "dataset": dataset or DATASET}
         self.jobs, self.started = jobs, started
 
     def run(self, jobs: list[Job]) -> None:
@@ -200,7 +203,7 @@ def _train_job(job: Job, configs: dict) -> dict:
     full = job.kind == "full"
     key = (job.kind, spec.resolution)
     if key not in _DATA:
-        _DATA[key] = load_data({"name": "fashion_mnist", "root": None}, cfg, 0, resolution=spec.resolution, test=full)
+        _DATA[key] = load_data(configs.get("dataset") or DATASET, cfg, 0, resolution=spec.resolution, test=full)
     data = _DATA[key]
     if not full:
         res = train_and_evaluate(spec, data, cfg.train_config(job.seed))

@@ -1,7 +1,8 @@
 """Rank fidelity and speed of the weight-sharing evaluator (``evaluator=supernet``) vs the proxy.
 
     python bench/supernet.py [--results results/supernet] [--archs 30] [--search-trials 100]
-                             [--final-seeds 2] [--threads N] [--smoke]
+                             [--final-seeds 2] [--threads N] [--reference 2x20000 [--jobs 2]]
+                             [--tau-only] [--smoke]
 
 On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 10,000 images,
 5,000 minival images, 32 px; ``evaluator=supernet`` defaults for the supernet):
@@ -32,7 +33,13 @@ supernet's settings can be changed for ablations (``--epochs``, ``--train-size``
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
 stand-alone proxy runs are shared. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
 changed at a time (which options the shared weights serve badly). ``--ceiling`` also trains the tau set with a second proxy seed:
-the tau of the proxy against itself, the most any evaluator can reach against it. It also logs the supernet's median accuracy over the tau set
+the tau of the proxy against itself, the most any evaluator can reach against it. ``--reference
+2x20000`` also trains the tau set stand-alone at that fidelity (epochs x images, ``--reference-seeds``
+seeds, ``--jobs`` trainings at a time in one-thread processes; rows shared with the final
+re-trainings) and prints the tau of the supernet, of the proxy and of FLOPs against the seeds' mean
+accuracy, and of the reference against itself: whether the supernet predicts what a longer training
+would see, where the 1-epoch proxy cannot rank. ``--tau-only`` stops after rank fidelity (no
+equal-wall-time search, no final re-trainings; the proxy trains the tau set only). It also logs the supernet's median accuracy over the tau set
 next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
 Goals (issue 13): tau >= 0.6, >= 10x. ``--smoke`` runs every step at toy sizes to check the
@@ -52,6 +59,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import effnas.threads  # noqa: E402
+
+effnas.threads.configure()  # OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLIs do (inherited by the workers)
 
 from bench.common import Runs, kendall_tau  # noqa: E402
 
@@ -90,6 +101,20 @@ def space_options(items: list[str], ap: argparse.ArgumentParser) -> dict:
     return options
 
 
+def fidelity(text: str) -> tuple[int, int]:
+    """``EPOCHSxIMAGES`` (``2x20000``): a stand-alone training budget."""
+    epochs, x, images = text.partition("x")
+    if not (x and epochs.isdigit() and images.isdigit() and int(epochs) >= 1 and int(images) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected EPOCHSxIMAGES with both >= 1, e.g. 2x20000")
+    return int(epochs), int(images)
+
+
+def retrain_key(cfg, arch: str, s: int) -> str:
+    """The row of one stand-alone training of ``arch`` at ``cfg``'s fidelity with seed index ``s``
+    (shared by the reference and the final re-trainings: one network is trained once a fidelity)."""
+    return f"final/{cfg.epochs}x{cfg.train_size}/{arch}/{s}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results/supernet")
@@ -117,8 +142,18 @@ def main() -> None:
                     help="a space option (as nas-search's space.KEY), repeatable, e.g. --space ops=mbconv "
                          "--space skips=identity: the supernet and the tau set over that space; give each space "
                          "its own --results")
+    ap.add_argument("--reference", type=fidelity, default=None, metavar="EPOCHSxIMAGES",
+                    help="also train the tau set stand-alone at this fidelity (e.g. 2x20000), --reference-seeds "
+                         "seeds each: tau of the supernet and of the proxy against it")
+    ap.add_argument("--reference-seeds", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="stand-alone reference trainings at a time, in separate one-thread processes")
+    ap.add_argument("--tau-only", action="store_true",
+                    help="stop after rank fidelity: no equal-wall-time search, no final re-trainings")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
+    if args.reference_seeds < 1 or args.jobs < 1:
+        ap.error("--reference-seeds and --jobs must be >= 1")
     if args.search_trials < args.archs:
         ap.error("--search-trials must be >= --archs (the tau architectures are the search's first)")
 
@@ -152,6 +187,8 @@ def main() -> None:
     sn_cfg = dataclasses.replace(sn_cfg, **changes)
     final = dataclasses.replace(proxy, epochs=1 if smoke else 2, train_size=256 if smoke else 20000)
     n_archs, n_search = (4, 6) if smoke else (args.archs, args.search_trials)
+    if args.tau_only:
+        n_search = n_archs  # the proxy trains the tau set only
     max_sn = 20 if smoke else args.max_supernet_trials
     seeds = 1 if smoke else args.final_seeds
     seed = 0
@@ -242,16 +279,42 @@ def main() -> None:
     tau_acc = kendall_tau(sn_acc, proxy_acc)
     tau_rew = kendall_tau([r["reward"] for r in sn_rows], [r["reward"] for r in proxy_rows[:n_archs]])
 
+    # 2c. a higher-fidelity stand-alone reference: what a re-ranking (or a longer search) would see
+    reference = None
+    if args.reference:
+        from bench.pipeline import Job, Trainer
+
+        epochs, images = (1, 300) if smoke else args.reference
+        ref_cfg = dataclasses.replace(proxy, epochs=epochs, train_size=images,
+                                      **({"threads": 1} if args.jobs > 1 else {}))
+        tau_set = [spec.to_string() for spec in archs[:n_archs]]
+        jobs = [Job(retrain_key(ref_cfg, arch, s), arch, seed + 1_000_003 + s, "proxy", f"tau set {i + 1}",
+                    cost=float(count_flops(archs[i], proxy.resolution)))
+                for i, arch in enumerate(tau_set) for s in range(args.reference_seeds)]
+        log.info("reference: the tau set stand-alone at %d epochs on %d images, %d seeds (%d trainings)",
+                 epochs, images, args.reference_seeds, len(jobs))
+        Trainer(runs, ref_cfg, ref_cfg, jobs=args.jobs, started=time.monotonic(), dataset=dataset).run(jobs)
+        per_seed = [[runs.get(retrain_key(ref_cfg, arch, s))["accuracy"] for arch in tau_set]
+                    for s in range(args.reference_seeds)]
+        mean = [statistics.fmean(accs) for accs in zip(*per_seed)]
+        flops = [float(count_flops(spec, proxy.resolution)) for spec in archs[:n_archs]]
+        reference = {"fidelity": f"{epochs}x{images}", "seeds": args.reference_seeds, "accuracy": per_seed,
+                     "median_accuracy": statistics.median(mean),
+                     "tau_supernet": kendall_tau(sn_acc, mean), "tau_proxy": kendall_tau(proxy_acc, mean),
+                     "tau_flops": kendall_tau(flops, mean),
+                     "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None}
+
     # 3. speed (measured on the tau set, where both evaluators scored the same networks)
     proxy_s = statistics.fmean(r["seconds"] for r in proxy_rows)
     sn_s = statistics.fmean(r["seconds"] for r in sn_rows)
     wall = sum(r["seconds"] for r in proxy_rows)  # W: the proxy search's wall time
     m_amortised = min(max_sn, int(wall // sn_s))
     m_incl = min(m_amortised, max(0, int((wall - train_seconds) // sn_s)))
-    log.info("equal wall time W = %.0f s: the proxy scores %d, the supernet %d (amortised) or %d (incl. "
-             "training)", wall, n_search, m_amortised, m_incl)
+    if not args.tau_only:
+        log.info("equal wall time W = %.0f s: the proxy scores %d, the supernet %d (amortised) or %d (incl. "
+                 "training)", wall, n_search, m_amortised, m_incl)
     i = len(sn_rows)
-    while len(sn_rows) < m_amortised:
+    while len(sn_rows) < m_amortised and not args.tau_only:
         spec = next(sn_stream, None)
         if spec is None:
             sn_stream = stream  # the proxy's archs are used up: continue the same seeded stream
@@ -269,14 +332,14 @@ def main() -> None:
     from search_space import ArchSpec
 
     finals = {}
-    for label, row in winners.items():
+    for label, row in ({} if args.tau_only else winners).items():
         if row is None:
             finals[label] = None
             continue
         spec = ArchSpec.from_string(row["arch"])
         accs = []
         for s in range(seeds):
-            key = f"final/{final.epochs}x{final.train_size}/{row['arch']}/{s}"
+            key = retrain_key(final, row["arch"], s)
             done = runs.get(key)
             if done is None:
                 res = train_and_evaluate(spec, data if final.train_size == proxy.train_size else
@@ -290,14 +353,14 @@ def main() -> None:
 
     summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
                "supernet_median_accuracy": sn_median, "chance": 1 / data.num_classes,
-               "tau_proxy_vs_proxy": ceiling,
+               "tau_proxy_vs_proxy": ceiling, "reference": reference,
                "proxy_seconds_per_candidate": proxy_s, "supernet_seconds_per_candidate": sn_s,
                "supernet_train_seconds": train_seconds, "equal_wall_seconds": wall,
                "proxy_candidates_per_hour": 3600 / proxy_s, "supernet_candidates_per_hour": 3600 / sn_s,
                "supernet_candidates_in_wall": {"amortised": m_amortised, "incl_training": m_incl},
                "winners": finals, "smoke": smoke, "supernet": dataclasses.asdict(sn_cfg),
                "device": str(scorer.device)}
-    runs.put(f"summary/{tag}", summary)
+    runs.put(f"summary{'-tau' if args.tau_only else ''}/{tag}", summary)  # --tau-only: no winners
     speedup = proxy_s / sn_s
     incl = m_incl / n_search  # candidates in the same wall time, the supernet's training counted
     print(f"supernet: trained in {train_seconds:.0f} s; {sn_s:.3f} s per candidate vs {proxy_s:.1f} s (proxy)")
@@ -307,8 +370,15 @@ def main() -> None:
         tau_mean = kendall_tau(sn_acc, two_seeds)
         print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f}; the supernet against "
               f"the mean of the two proxy seeds {tau_mean:.3f}")
-    print(f"in W = {wall:.0f} s: proxy {n_search} candidates, supernet {m_amortised} (amortised), "
-          f"{m_incl} incl. its training ({incl:.1f} x the proxy's rate)")
+    if reference is not None:
+        print(f"reference ({reference['fidelity']}, {reference['seeds']} seeds, median accuracy "
+              f"{reference['median_accuracy']:.3f}): tau of the supernet {reference['tau_supernet']:.3f}, of the "
+              f"proxy {reference['tau_proxy']:.3f}, of FLOPs {reference['tau_flops']:.3f}"
+              + ("" if reference["tau_self"] is None else
+                 f"; of the reference against itself (seed 1 vs 2) {reference['tau_self']:.3f}"))
+    if not args.tau_only:
+        print(f"in W = {wall:.0f} s: proxy {n_search} candidates, supernet {m_amortised} (amortised), "
+              f"{m_incl} incl. its training ({incl:.1f} x the proxy's rate)")
     for label, f in finals.items():
         if f is None:
             print(f"  best by {label}: none (the supernet's training alone exceeds W)")

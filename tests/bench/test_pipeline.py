@@ -73,3 +73,16 @@ def test_trainer_trains_each_network_once(pipeline, monkeypatch, tmp_path):
     assert saved.get("proxy|C")["accuracy"] > 0 and saved.get("proxy|B")["accuracy"] == 0.3
     pipeline.Trainer(saved, None, None, jobs=1, started=0.0).run(jobs)  # all there: nothing trained again
     assert len(trained) == 3
+
+
+def test_trainer_hands_its_dataset_to_every_training(pipeline, monkeypatch, tmp_path):
+    from bench.common import Runs
+
+    seen = []
+    monkeypatch.setattr(pipeline, "_train_job", lambda job, configs: seen.append(configs["dataset"]) or
+                        {"accuracy": 0.5, "seconds": 1.0})
+    job = pipeline.Job("proxy|A", "A", 0, "proxy", "a")
+    pipeline.Trainer(Runs(tmp_path / "a.json"), None, None, jobs=1, started=0.0).run([job])
+    root = {"name": "fashion_mnist", "root": str(tmp_path)}
+    pipeline.Trainer(Runs(tmp_path / "b.json"), None, None, jobs=1, started=0.0, dataset=root).run([job])
+    assert seen == [pipeline.DATASET, root] and pipeline.DATASET["root"] is None

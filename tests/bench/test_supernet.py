@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from effnas.threads import ENV_DEFAULTS
 from search_space import ConvType, SearchSpace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def bench(monkeypatch):
+    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
+        monkeypatch.setenv(name, value)
     monkeypatch.syspath_prepend(str(ROOT))
     return importlib.import_module("bench.supernet")
 
@@ -38,3 +41,30 @@ def test_a_malformed_space_option_is_a_usage_error(bench, item, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"--space {item!r}: expected KEY=V1,V2" in err
+
+
+def test_reference_fidelity_parses_epochs_and_images(bench):
+    assert bench.fidelity("2x20000") == (2, 20000)
+    for bad in ["2y", "0x100", "2x0", "x100", "2x", "ax100", "2x1e4"]:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected EPOCHSxIMAGES"):
+            bench.fidelity(bad)
+
+
+def test_reference_and_final_trainings_share_rows(bench):
+    # the reference and the final re-trainings of one network at one fidelity are the same runs
+    from effnas.train import ProxyConfig
+
+    cfg = ProxyConfig(epochs=2, train_size=20000)
+    assert bench.retrain_key(cfg, "A", 1) == "final/2x20000/A/1" != bench.retrain_key(cfg, "A", 0)
+    assert bench.retrain_key(ProxyConfig(epochs=2, train_size=10000), "A", 1) != "final/2x20000/A/1"
+
+
+def test_a_bad_reference_is_a_usage_error():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "supernet.py"), "--reference", "2y"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--reference: '2y': expected EPOCHSxIMAGES with both "
+                                                         ">= 1, e.g. 2x20000")
