@@ -32,20 +32,31 @@ def kendall_tau(x: list[float], y: list[float]) -> float:
 
 
 class Runs:
-    """Every measured run, saved (atomically) after each one: an interrupted bench resumes."""
+    """Every measured run, saved (atomically) after each one: an interrupted bench resumes.
+
+    Several processes may share one file (an ablation beside a running bench): each save re-reads
+    the file under an exclusive lock (``<file>.lock``) and adds its row to what the others saved."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+        self.data = self._read()
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text()) if self.path.exists() else {"runs": {}}
 
     def get(self, key: str):
         return self.data["runs"].get(key)
 
     def put(self, key: str, value) -> None:
-        self.data["runs"][key] = value
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
+        import fcntl
+
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            self.data = self._read()
+            self.data["runs"][key] = value
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.data, indent=1))
+            tmp.replace(self.path)
 
 
 def child_env(drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
