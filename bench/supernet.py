@@ -38,7 +38,10 @@ the tau of the proxy against itself, the most any evaluator can reach against it
 seeds, ``--jobs`` trainings at a time in one-thread processes; rows shared with the final
 re-trainings) and prints the tau of the supernet, of the proxy and of FLOPs against the seeds' mean
 accuracy, and of the reference against itself: whether the supernet predicts what a longer training
-would see, where the 1-epoch proxy cannot rank. ``--tau-only`` stops after rank fidelity (no
+would see, where the 1-epoch proxy cannot rank. With two seeds or more (the ceiling, the
+reference) it also prints how far apart the networks are (the standard deviation of their seed
+means) against the seeds' own standard deviation: where the first is not well above the second,
+no tau against those runs can be measured. ``--tau-only`` stops after rank fidelity (no
 equal-wall-time search, no final re-trainings; the proxy trains the tau set only). It also logs the supernet's median accuracy over the tau set
 next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
@@ -107,6 +110,20 @@ def fidelity(text: str) -> tuple[int, int]:
     if not (x and epochs.isdigit() and images.isdigit() and int(epochs) >= 1 and int(images) >= 1):
         raise argparse.ArgumentTypeError(f"{text!r}: expected EPOCHSxIMAGES with both >= 1, e.g. 2x20000")
     return int(epochs), int(images)
+
+
+def spread(per_seed: list[list[float]]) -> dict:
+    """How far apart the networks are against how far one network's seeds are: the standard
+    deviation of the per-network seed means across networks, and the pooled standard deviation of
+    one network's seeds. Where the first is not well above the second, no ranking is measurable."""
+    means = [statistics.fmean(accs) for accs in zip(*per_seed)]
+    seed_var = statistics.fmean(statistics.variance(accs) for accs in zip(*per_seed)) if len(per_seed) > 1 else None
+    return {"sd_between": statistics.stdev(means), "sd_seed": None if seed_var is None else seed_var ** 0.5}
+
+
+def _spread_text(s: dict) -> str:
+    return (f"sd between networks {100 * s['sd_between']:.2f} points"
+            + ("" if s["sd_seed"] is None else f", between seeds {100 * s['sd_seed']:.2f}"))
 
 
 def retrain_key(cfg, arch: str, s: int) -> str:
@@ -241,7 +258,7 @@ def main() -> None:
     proxy_acc = [r["accuracy"] for r in proxy_rows[:n_archs]]  # the tau set's stand-alone accuracies
 
     # 2b. the ceiling: the proxy against itself (the tau set re-trained with other seeds)
-    ceiling, two_seeds = None, None
+    ceiling, two_seeds, proxy_spread = None, None, None
     if args.ceiling:
         again = []
         for i, spec in enumerate(archs[:n_archs]):
@@ -255,6 +272,7 @@ def main() -> None:
             again.append(row["accuracy"])
         ceiling = kendall_tau(again, proxy_acc)
         two_seeds = [(a + b) / 2 for a, b in zip(again, proxy_acc)]
+        proxy_spread = spread([proxy_acc, again])
 
     sn_rows = []
     sn_stream = iter(archs)
@@ -302,7 +320,8 @@ def main() -> None:
                      "median_accuracy": statistics.median(mean),
                      "tau_supernet": kendall_tau(sn_acc, mean), "tau_proxy": kendall_tau(proxy_acc, mean),
                      "tau_flops": kendall_tau(flops, mean),
-                     "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None}
+                     "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None,
+                     **spread(per_seed)}
 
     # 3. speed (measured on the tau set, where both evaluators scored the same networks)
     proxy_s = statistics.fmean(r["seconds"] for r in proxy_rows)
@@ -353,7 +372,7 @@ def main() -> None:
 
     summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
                "supernet_median_accuracy": sn_median, "chance": 1 / data.num_classes,
-               "tau_proxy_vs_proxy": ceiling, "reference": reference,
+               "tau_proxy_vs_proxy": ceiling, "proxy_spread": proxy_spread, "reference": reference,
                "proxy_seconds_per_candidate": proxy_s, "supernet_seconds_per_candidate": sn_s,
                "supernet_train_seconds": train_seconds, "equal_wall_seconds": wall,
                "proxy_candidates_per_hour": 3600 / proxy_s, "supernet_candidates_per_hour": 3600 / sn_s,
@@ -369,13 +388,14 @@ def main() -> None:
     if ceiling is not None:
         tau_mean = kendall_tau(sn_acc, two_seeds)
         print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f}; the supernet against "
-              f"the mean of the two proxy seeds {tau_mean:.3f}")
+              f"the mean of the two proxy seeds {tau_mean:.3f}; the proxy's {_spread_text(proxy_spread)}")
     if reference is not None:
         print(f"reference ({reference['fidelity']}, {reference['seeds']} seeds, median accuracy "
               f"{reference['median_accuracy']:.3f}): tau of the supernet {reference['tau_supernet']:.3f}, of the "
               f"proxy {reference['tau_proxy']:.3f}, of FLOPs {reference['tau_flops']:.3f}"
               + ("" if reference["tau_self"] is None else
-                 f"; of the reference against itself (seed 1 vs 2) {reference['tau_self']:.3f}"))
+                 f"; of the reference against itself (seed 1 vs 2) {reference['tau_self']:.3f}")
+              + f"; {_spread_text(reference)}")
     if not args.tau_only:
         print(f"in W = {wall:.0f} s: proxy {n_search} candidates, supernet {m_amortised} (amortised), "
               f"{m_incl} incl. its training ({incl:.1f} x the proxy's rate)")

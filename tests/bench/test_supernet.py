@@ -68,3 +68,10 @@ def test_a_bad_reference_is_a_usage_error():
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith("--reference: '2y': expected EPOCHSxIMAGES with both "
                                                          ">= 1, e.g. 2x20000")
+
+
+def test_spread_separates_networks_from_seed_noise(bench):
+    # three networks 10 points apart, each seed 1 point off its network's mean
+    s = bench.spread([[0.5, 0.6, 0.7], [0.52, 0.62, 0.72]])
+    assert s["sd_between"] == pytest.approx(0.1) and s["sd_seed"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert bench.spread([[0.5, 0.6, 0.7]]) == {"sd_between": pytest.approx(0.1), "sd_seed": None}
