@@ -41,7 +41,8 @@ accuracy, and of the reference against itself: whether the supernet predicts wha
 would see, where the 1-epoch proxy cannot rank. With two seeds or more (the ceiling, the
 reference) it also prints how far apart the networks are (the standard deviation of their seed
 means) against the seeds' own standard deviation: where the first is not well above the second,
-no tau against those runs can be measured. ``--tau-only`` stops after rank fidelity (no
+no tau against those runs can be measured (networks that do not differ at all give the second
+divided by the square root of the seed count). ``--tau-only`` stops after rank fidelity (no
 equal-wall-time search, no final re-trainings; the proxy trains the tau set only). It also logs the supernet's median accuracy over the tau set
 next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
