@@ -106,7 +106,8 @@ class Trainer:
     """Runs the jobs not yet in pipeline.json, ``jobs`` at a time in separate processes of
     the configs' ``threads`` threads each (two one-thread trainings side by side use two cores better than one
     two-thread training), saving each result as it finishes, with progress and an ETA. Ctrl-C or
-    SIGTERM stops the workers; what finished is kept (run the bench again to resume)."""
+    SIGTERM stops the workers; what finished is kept (run the bench again to resume). ``dataset``
+    is the ``dataset`` config every training reads (default: Debian's Fashion-MNIST)."""
 
     def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float, dataset: dict | None = None) -> None:
         self.runs, self.configs = runs, {"full": full, "proxy": proxy, "dataset": dataset or DATASET}
@@ -203,7 +204,7 @@ def _train_job(job: Job, configs: dict) -> dict:
     full = job.kind == "full"
     key = (job.kind, spec.resolution)
     if key not in _DATA:
-        _DATA[key] = load_data(configs.get("dataset") or DATASET, cfg, 0, resolution=spec.resolution, test=full)
+        _DATA[key] = load_data(configs["dataset"], cfg, 0, resolution=spec.resolution, test=full)
     data = _DATA[key]
     if not full:
         res = train_and_evaluate(spec, data, cfg.train_config(job.seed))
