@@ -330,46 +330,48 @@ def main() -> None:
     wall = sum(r["seconds"] for r in proxy_rows)  # W: the proxy search's wall time
     m_amortised = min(max_sn, int(wall // sn_s))
     m_incl = min(m_amortised, max(0, int((wall - train_seconds) // sn_s)))
+
+    # 4. equal wall time: the supernet's own search, and each search's best re-trained (not with --tau-only)
+    finals = {}
     if not args.tau_only:
         log.info("equal wall time W = %.0f s: the proxy scores %d, the supernet %d (amortised) or %d (incl. "
                  "training)", wall, n_search, m_amortised, m_incl)
-    i = len(sn_rows)
-    while len(sn_rows) < m_amortised and not args.tau_only:
-        spec = next(sn_stream, None)
-        if spec is None:
-            sn_stream = stream  # the proxy's archs are used up: continue the same seeded stream
-            continue
-        sn_rows.append(sn_row(i, spec))
-        i += 1
-        if i % 100 == 0:
-            log.info("supernet search: %d/%d", i, m_amortised)
+        i = len(sn_rows)
+        while len(sn_rows) < m_amortised:
+            spec = next(sn_stream, None)
+            if spec is None:
+                sn_stream = stream  # the proxy's archs are used up: continue the same seeded stream
+                continue
+            sn_rows.append(sn_row(i, spec))
+            i += 1
+            if i % 100 == 0:
+                log.info("supernet search: %d/%d", i, m_amortised)
 
-    def best(rows: list[dict]) -> dict | None:
-        return max(rows, key=lambda r: r["reward"]) if rows else None
+        def best(rows: list[dict]) -> dict | None:
+            return max(rows, key=lambda r: r["reward"]) if rows else None
 
-    winners = {"proxy": best(proxy_rows), "supernet_amortised": best(sn_rows[:m_amortised]),
-               "supernet_incl_training": best(sn_rows[:m_incl])}
-    from search_space import ArchSpec
+        winners = {"proxy": best(proxy_rows), "supernet_amortised": best(sn_rows[:m_amortised]),
+                   "supernet_incl_training": best(sn_rows[:m_incl])}
+        from search_space import ArchSpec
 
-    finals = {}
-    for label, row in ({} if args.tau_only else winners).items():
-        if row is None:
-            finals[label] = None
-            continue
-        spec = ArchSpec.from_string(row["arch"])
-        accs = []
-        for s in range(seeds):
-            key = retrain_key(final, row["arch"], s)
-            done = runs.get(key)
-            if done is None:
-                res = train_and_evaluate(spec, data if final.train_size == proxy.train_size else
-                                         _final_data(dataset, final, seed), final.train_config(seed + 1_000_003 + s))
-                done = {"accuracy": res.accuracy}
-                runs.put(key, done)
-            accs.append(done["accuracy"])
-        acc = statistics.fmean(accs)
-        finals[label] = {"arch": row["arch"], "search_accuracy": row["accuracy"], "accuracy": acc,
-                         "reward": rew(spec, acc), "flops": count_flops(spec, proxy.resolution)}
+        for label, row in winners.items():
+            if row is None:
+                finals[label] = None
+                continue
+            spec = ArchSpec.from_string(row["arch"])
+            accs = []
+            for s in range(seeds):
+                key = retrain_key(final, row["arch"], s)
+                done = runs.get(key)
+                if done is None:
+                    final_data = data if final.train_size == proxy.train_size else _final_data(dataset, final, seed)
+                    res = train_and_evaluate(spec, final_data, final.train_config(seed + 1_000_003 + s))
+                    done = {"accuracy": res.accuracy}
+                    runs.put(key, done)
+                accs.append(done["accuracy"])
+            acc = statistics.fmean(accs)
+            finals[label] = {"arch": row["arch"], "search_accuracy": row["accuracy"], "accuracy": acc,
+                             "reward": rew(spec, acc), "flops": count_flops(spec, proxy.resolution)}
 
     summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
                "supernet_median_accuracy": sn_median, "chance": 1 / data.num_classes,
