@@ -3,6 +3,7 @@ benches that measure in child processes (each prints one ``RESULT {json}`` line)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -48,8 +49,6 @@ class Runs:
         return self.data["runs"].get(key)
 
     def put(self, key: str, value) -> None:
-        import fcntl
-
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             self.data = self._read()

@@ -113,11 +113,16 @@ def fidelity(text: str) -> tuple[int, int]:
     return int(epochs), int(images)
 
 
+def seed_means(per_seed: list[list[float]]) -> list[float]:
+    """Each network's mean accuracy over the seeds (``per_seed[s][i]``: seed ``s``, network ``i``)."""
+    return [statistics.fmean(accs) for accs in zip(*per_seed)]
+
+
 def spread(per_seed: list[list[float]]) -> dict:
     """How far apart the networks are against how far one network's seeds are: the standard
     deviation of the per-network seed means across networks, and the pooled standard deviation of
     one network's seeds. Where the first is not well above the second, no ranking is measurable."""
-    means = [statistics.fmean(accs) for accs in zip(*per_seed)]
+    means = seed_means(per_seed)
     seed_var = statistics.fmean(statistics.variance(accs) for accs in zip(*per_seed)) if len(per_seed) > 1 else None
     return {"sd_between": statistics.stdev(means), "sd_seed": None if seed_var is None else seed_var ** 0.5}
 
@@ -272,7 +277,7 @@ def main() -> None:
                 log.info("proxy, second seed %d/%d: acc %.4f", i + 1, n_archs, row["accuracy"])
             again.append(row["accuracy"])
         ceiling = kendall_tau(again, proxy_acc)
-        two_seeds = [(a + b) / 2 for a, b in zip(again, proxy_acc)]
+        two_seeds = seed_means([proxy_acc, again])
         proxy_spread = spread([proxy_acc, again])
 
     sn_rows = []
@@ -315,7 +320,7 @@ def main() -> None:
         Trainer(runs, ref_cfg, ref_cfg, jobs=args.jobs, started=time.monotonic(), dataset=dataset).run(jobs)
         per_seed = [[runs.get(retrain_key(ref_cfg, arch, s))["accuracy"] for arch in tau_set]
                     for s in range(args.reference_seeds)]
-        mean = [statistics.fmean(accs) for accs in zip(*per_seed)]
+        mean = seed_means(per_seed)
         flops = [float(count_flops(spec, proxy.resolution)) for spec in archs[:n_archs]]
         reference = {"fidelity": f"{epochs}x{images}", "seeds": args.reference_seeds, "accuracy": per_seed,
                      "median_accuracy": statistics.median(mean),
