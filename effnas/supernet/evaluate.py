@@ -10,6 +10,9 @@ network a re-training would build), and the inputs are prepared once, not per ca
 from __future__ import annotations
 
 import dataclasses
+import logging
+import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from .config import SupernetConfig
 from .model import SuperNet
 
 __all__ = ["SupernetEvaluator", "supernet_evaluator"]
+
+log = logging.getLogger("effnas")
 
 
 class SupernetEvaluator:
@@ -46,6 +51,7 @@ class SupernetEvaluator:
         self.minival = list(Batches(minival, proxy.eval_batch_size, data.mean, data.std, shuffle=False, **fmt))
         self.images = len(minival)
         self.path: Path | None = None  # the cached supernet file, when it came from the cache
+        self.health: dict[str, Any] | None = None  # check()'s result, once run
 
     @torch.no_grad()
     def accuracy(self, spec: ArchSpec) -> float:
@@ -62,6 +68,21 @@ class SupernetEvaluator:
                 for x, y in self.minival:
                     correct += int((model(x).argmax(1) == y).sum())
             return correct / self.images
+
+    def check(self, n: int = 8, seed: int = 0) -> dict[str, Any]:
+        """Score ``n`` random subnets (seeded, uniform over the space) and compare their median
+        with chance (``1 / classes``): a supernet whose random subnets score near chance serves
+        only the subnets its sandwich trains by name (the largest, the smallest), so its scores cannot
+        rank the space. ``ok`` is False where the median is below ``chance + 0.1 * (1 - chance)``
+        (0.19 for ten classes)."""
+        from .model import random_spec
+
+        rng = random.Random(seed)
+        accs = sorted(self.accuracy(random_spec(self.net.space, rng)) for _ in range(n))
+        chance = 1.0 / self.net.space.base.num_classes
+        median = statistics.median(accs)
+        return {"subnets": n, "median": median, "min": accs[0], "max": accs[-1], "chance": chance,
+                "ok": median >= chance + 0.1 * (1 - chance)}
 
     def __call__(self, spec: ArchSpec, data: Any, cfg: TrainConfig, on_epoch: EpochCallback | None = None,
                  **_: Any) -> TrainResult:
@@ -89,4 +110,13 @@ def supernet_evaluator(cfg: SupernetConfig, dataset: Any, proxy: ProxyConfig, sp
     net, path = load_or_train(space, train_data, identity, proxy, cfg, seed, cache_dir)
     scorer = SupernetEvaluator(net, data, cfg, proxy, seed, recal_data=train_data)
     scorer.path = path
+    health = scorer.health = scorer.check(seed=seed)
+    text = (f"median {health['median']:.3f} over {health['subnets']} random subnets (min {health['min']:.3f}, "
+            f"max {health['max']:.3f}; chance {health['chance']:.3f})")
+    if health["ok"]:
+        log.info("supernet: %s", text)
+    else:
+        log.warning("supernet: its random subnets score near chance: %s. Its scores cannot rank this space; "
+                    "use evaluator=proxy, or a space whose choices share weights (README: 'Which choices a "
+                    "supernet can serve')", text)
     return scorer

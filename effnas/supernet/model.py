@@ -366,17 +366,30 @@ class SuperNet(nn.Module):
         return [_Layer(i, j, stage, cin, cout) for i, stage in enumerate(spec.stages)
                 for j, (cin, cout, _) in enumerate(stage.layers())]
 
-    def forward(self, x: torch.Tensor, spec: ArchSpec, *, check: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: ArchSpec, *, check: bool = True,
+                features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits of subnet ``spec``; with ``features`` also the stem's output and every
+        stage's output, in order (what :meth:`stage` maps from one to the next)."""
         if check:
             self.check(spec)
         act = _ACT[spec.activation.value]
         training = self.training
         x = act(_bn(self.stem_bn, conv(x, self.stem.weight[:spec.stem], 2), spec.stem, training))
-        for layer in self._layers(spec):
-            x = self.stages[layer.stage][layer.index](x, layer.block, layer.cout, act)
+        feats = [x]
+        for i in range(len(spec.stages)):
+            x = self.stage(x, spec, i, act)
+            feats.append(x)
         x = act(_bn(self.head_bn, conv(x, self.head.weight[:spec.head, :x.shape[1]]), spec.head, training))
         x = F.dropout(x.mean((2, 3)), self.space.base.dropout, training)
-        return F.linear(x, self.classifier.weight[:, :spec.head], self.classifier.bias)
+        logits = F.linear(x, self.classifier.weight[:, :spec.head], self.classifier.bias)
+        return (logits, feats) if features else logits
+
+    def stage(self, x: torch.Tensor, spec: ArchSpec, i: int, act: Callable | None = None) -> torch.Tensor:
+        """Stage ``i`` of subnet ``spec`` on ``x`` (the stage's input channels)."""
+        act = act or _ACT[spec.activation.value]
+        for j, (_, cout, _) in enumerate(spec.stages[i].layers()):
+            x = self.stages[i][j](x, spec.stages[i], cout, act)
+        return x
 
     @torch.no_grad()
     def subnet(self, spec: ArchSpec, bn_momentum: float | None = None) -> EffNet:

@@ -44,6 +44,23 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _random_text(loss_sum: float, n: int) -> str:
+    """The random subnets' mean loss for a progress line: where it stays near ``ln(classes)`` while
+    the largest subnet's falls, the shared weights serve the largest only."""
+    return f", random subnets {loss_sum / n:.3f}" if n else ""
+
+
+def _stage_loss(net: SuperNet, spec, feats: list[torch.Tensor]) -> torch.Tensor:
+    """Block-wise feature distillation: each stage of ``spec`` run on the teacher's input to it
+    (``feats[i]``, its first channels) against the teacher's output of it (``feats[i + 1]``), mean
+    squared error on the channels they share, averaged over the stages."""
+    total = 0.0
+    for i, stage in enumerate(spec.stages):
+        out = net.stage(feats[i][:, :stage.in_filters], spec, i)
+        total = total + F.mse_loss(out, feats[i + 1][:, :stage.out_filters])
+    return total / len(spec.stages)
+
+
 def recipe(proxy: ProxyConfig, cfg: SupernetConfig, seed: int) -> TrainConfig:
     """The proxy recipe with the supernet's epochs, training images and learning rate."""
     return dataclasses.replace(proxy, epochs=cfg.epochs, train_size=cfg.train_size,
@@ -89,7 +106,7 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                               flip=tc.flip, seed=seed + epoch, channels_last=tc.channels_last, device=device,
                               drop_last=len(data.train) >= 2 * tc.batch_size)
             net.train()
-            loss_sum, t0 = 0.0, time.perf_counter()
+            loss_sum, others_sum, others_n, t0 = 0.0, 0.0, 0, time.perf_counter()
             for i, (x, y) in enumerate(batches):
                 step = (epoch - 1) * steps_per_epoch + i
                 factor = _lr_factor(tc, step, steps_per_epoch)
@@ -97,17 +114,23 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                     g["lr"] = lr * factor
                 optimizer.zero_grad(set_to_none=True)
                 x = x.contiguous(memory_format=memory_format)
-                logits = net(x, big, check=False)
+                logits, feats = net(x, big, check=False, features=True)
                 loss = criterion(logits, y)
                 if not torch.isfinite(loss):
                     raise Diverged(f"supernet loss became {float(loss)} at epoch {epoch}, step {i + 1}")
                 loss.backward()
                 soft = logits.detach().softmax(1)
+                feats = [f.detach() for f in feats]
                 others = fair_specs(net.space, rng, cfg.random_subnets) if cfg.sampling == "fair" else \
                     [random_spec(net.space, rng) for _ in range(cfg.random_subnets)]
                 for spec in [small, *others]:
                     out = net(x, spec, check=False)
                     (_distill(out, soft) if cfg.distill else criterion(out, y)).backward()
+                    if cfg.stage_distill and spec is not small:
+                        (cfg.stage_distill * _stage_loss(net, spec, feats)).backward()
+                    if spec is not small:  # the random subnets' own loss (hard labels), whatever they learn from
+                        others_sum += float(criterion(out.detach(), y))
+                        others_n += 1
                 optimizer.step()
                 loss_sum += float(loss.detach())
                 steps_done += 1
@@ -118,16 +141,18 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                     last_log = now
                     rate = steps_done / (now - t_start)
                     left = total_steps - step - 1
-                    log.info("supernet: epoch %d/%d step %d/%d, loss %.3f, %.0f img/s, ETA %s", epoch, tc.epochs,
-                             i + 1, steps_per_epoch, loss_sum / (i + 1), rate * tc.batch_size,
-                             _fmt_seconds(left / rate))
+                    log.info("supernet: epoch %d/%d step %d/%d, loss %.3f%s, %.0f img/s, ETA %s", epoch, tc.epochs,
+                             i + 1, steps_per_epoch, loss_sum / (i + 1), _random_text(others_sum, others_n),
+                             rate * tc.batch_size, _fmt_seconds(left / rate))
             seconds = time.perf_counter() - t0
-            history.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds})
+            history.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds,
+                            "random_loss": others_sum / others_n if others_n else None})
             state = {"epoch": epoch, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                      "history": history}
             atomic_write(checkpoint, lambda p: torch.save(state, p))
             rate = steps_done / max(time.monotonic() - t_start, 1e-9)
-            log.info("supernet: epoch %d/%d done: loss %.3f (largest subnet), %.0fs, ETA %s", epoch, tc.epochs,
-                     history[-1]["loss"], seconds, _fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
+            log.info("supernet: epoch %d/%d done: loss %.3f (largest subnet)%s, %.0fs, ETA %s", epoch, tc.epochs,
+                     history[-1]["loss"], _random_text(others_sum, others_n), seconds,
+                     _fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
             last_log = time.monotonic()
         return history

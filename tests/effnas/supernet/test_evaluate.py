@@ -1,0 +1,72 @@
+"""The check of a ready supernet's random subnets against chance: a supernet that serves only the
+subnets its sandwich trains by name cannot rank a space (bench/supernet_choices.py measures where
+that happens)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+from effnas.supernet.evaluate import SupernetEvaluator, supernet_evaluator
+from effnas.supernet.model import SuperNet
+
+from .test_cache import TOY
+
+
+@pytest.fixture(scope="module")
+def toy() -> dict:
+    ns: dict = {}
+    exec(TOY, ns)
+    return ns
+
+
+def _scorer(toy) -> SupernetEvaluator:
+    return SupernetEvaluator(SuperNet(toy["SPACE"]), toy["toy_data"](), toy["SUPERNET"], toy["PROXY"], 0)
+
+
+@pytest.mark.parametrize("accs, ok", [
+    ([0.1] * 8, False),                                     # chance
+    ([0.05, 0.1, 0.1, 0.15, 0.18, 0.9, 0.9, 0.9], False),  # median 0.165: below chance + 0.09
+    ([0.1, 0.1, 0.1, 0.2, 0.2, 0.9, 0.9, 0.9], True),      # median 0.2
+    ([0.7] * 8, True),
+])
+def test_check_compares_the_random_subnets_median_with_chance(toy, accs, ok):
+    scorer = _scorer(toy)
+    seen, values = [], iter(accs)
+
+    def accuracy(spec):
+        seen.append(spec.network_key())
+        return next(values)
+
+    scorer.accuracy = accuracy
+    health = scorer.check(8, seed=3)
+    assert health["ok"] is ok and health["chance"] == pytest.approx(0.1)
+    assert health["median"] == pytest.approx(sorted(accs)[3] / 2 + sorted(accs)[4] / 2)
+    assert (health["min"], health["max"], health["subnets"]) == (min(accs), max(accs), 8)
+    # random subnets of the space, drawn from the seed: the same seed scores the same networks
+    again = []
+    scorer.accuracy = lambda spec: again.append(spec.network_key()) or 0.5
+    scorer.check(8, seed=3)
+    assert again == seen and len(set(seen)) > 1
+    scorer.check(8, seed=4)
+    assert again[8:] != seen
+
+
+@pytest.mark.parametrize("acc, warned", [(0.1, True), (0.9, False)])
+def test_a_supernet_at_chance_is_a_warning_naming_the_way_out(toy, tmp_path, caplog, monkeypatch, acc, warned):
+    monkeypatch.setattr(SupernetEvaluator, "accuracy", lambda self, spec: acc)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="effnas"):
+        scorer = supernet_evaluator(toy["SUPERNET"], {"name": "toy", "root": None}, toy["PROXY"], toy["SPACE"],
+                                    toy["toy_data"](), 0, tmp_path)
+    assert scorer.health["ok"] is not warned and math.isclose(scorer.health["median"], acc)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warned:
+        assert len(warnings) == 1 and "near chance: median 0.100 over 8 random subnets" in warnings[0]
+        assert "evaluator=proxy" in warnings[0] and "Which choices a supernet can serve" in warnings[0]
+    else:
+        assert not warnings
+        assert any("supernet: median 0.900 over 8 random subnets" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,85 @@
+"""Training the supernet: the random subnets' own loss in the history and the progress lines, and
+the stage-wise feature distillation (``evaluator.stage_distill``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+
+import pytest
+import torch
+
+from effnas.supernet import SupernetConfig
+from effnas.supernet.model import SuperNet, largest_spec, random_spec
+from effnas.supernet.train import _stage_loss, train_supernet
+
+from .test_cache import TOY
+
+
+@pytest.fixture(scope="module")
+def toy() -> dict:
+    ns: dict = {}
+    exec(TOY, ns)
+    return ns
+
+
+def test_history_and_progress_show_the_random_subnets_loss(toy, tmp_path, caplog):
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO, logger="effnas"):
+        history = train_supernet(SuperNet(toy["SPACE"]), toy["toy_data"](), toy["SUPERNET"], toy["PROXY"], 0,
+                                 tmp_path / "a.pt", log_every=0.0)
+    for h in history:  # cross-entropy of 10 classes on random labels: near ln 10, and its own number
+        assert 1.0 < h["random_loss"] < 6.0 and h["random_loss"] != h["loss"], h
+    steps = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+    assert steps and all(", random subnets " in m for m in steps), steps
+    done = [r.getMessage() for r in caplog.records if "done:" in r.getMessage()]
+    assert len(done) == 2 and f"random subnets {history[-1]['random_loss']:.3f}" in done[-1]
+
+    none = train_supernet(SuperNet(toy["SPACE"]), toy["toy_data"](),
+                          dataclasses.replace(toy["SUPERNET"], random_subnets=0), toy["PROXY"], 0, tmp_path / "b.pt")
+    assert all(h["random_loss"] is None for h in none)  # the sandwich without random subnets
+
+
+def test_stages_chain_into_the_forward(toy):
+    net = SuperNet(toy["SPACE"]).eval()
+    x = toy["toy_data"]().train.images[:4].float() / 255
+    for spec in [largest_spec(toy["SPACE"]), random_spec(toy["SPACE"], random.Random(2))]:
+        logits, feats = net(x, spec, features=True)
+        assert torch.equal(logits, net(x, spec)) and len(feats) == len(spec.stages) + 1
+        for i, stage in enumerate(spec.stages):
+            assert feats[i].shape[1] == stage.in_filters and feats[i + 1].shape[1] == stage.out_filters
+            assert torch.allclose(net.stage(feats[i], spec, i), feats[i + 1])
+
+
+def test_stage_loss_pulls_a_subnet_towards_the_largest(toy):
+    torch.manual_seed(0)
+    net = SuperNet(toy["SPACE"]).train()
+    for p in net.parameters():  # no zero-initialised residual BN: every branch has an output to match
+        if p.dim() == 1:
+            torch.nn.init.uniform_(p, 0.5, 1.5)
+    x = toy["toy_data"]().train.images[:8].float() / 255
+    big = largest_spec(toy["SPACE"])
+    _, feats = net(x, big, features=True)
+    feats = [f.detach() for f in feats]
+    assert float(_stage_loss(net, big, feats).detach()) == pytest.approx(0.0, abs=1e-10)  # the teacher matches itself
+    spec = next(s for s in (random_spec(toy["SPACE"], random.Random(i)) for i in range(50))
+                if s.network_key() != big.network_key())
+    loss = _stage_loss(net, spec, feats)
+    assert float(loss.detach()) > 1e-3
+    loss.backward()  # its gradient reaches the subnet's weights, not the teacher's features
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.stages.parameters())
+
+
+def test_stage_distill_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_path):
+    on = dataclasses.replace(toy["SUPERNET"], stage_distill=1.0)
+    nets = {}
+    for name, cfg in {"off": toy["SUPERNET"], "on": on}.items():
+        torch.manual_seed(0)
+        nets[name] = SuperNet(toy["SPACE"])
+        train_supernet(nets[name], toy["toy_data"](), cfg, toy["PROXY"], 0, tmp_path / f"{name}.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(nets["off"].state_dict().values(),
+                                                     nets["on"].state_dict().values()))
+    assert "stage_distill" not in SupernetConfig().training_settings()  # caches from before keep their keys
+    assert "stage_distill" not in SupernetConfig().protocol()           # studies from before resume
+    assert on.training_settings()["stage_distill"] == 1.0 == on.protocol()["stage_distill"]
