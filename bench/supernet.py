@@ -29,7 +29,7 @@ On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 1
 Random search on both sides, so that the evaluators differ only in how they score. Every run is
 saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
-``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
+``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--stage-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
 stand-alone proxy runs are shared. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
 changed at a time (which options the shared weights serve badly). ``--ceiling`` also trains the tau set with a second proxy seed:
@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
     ap.add_argument("--no-distill", action="store_true", help="evaluator.distill=false")
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
+    ap.add_argument("--stage-distill", type=float, default=None, help="evaluator.stage_distill")
     ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
     ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
     ap.add_argument("--sensitivity", action="store_true",
@@ -199,7 +200,7 @@ def main() -> None:
     sn_cfg = SupernetConfig(**({"epochs": 1, "train_size": 256, "random_subnets": 1, "recalibrate_batches": 1,
                                 "eval_size": 100} if smoke else {}))
     changes = {k: v for k, v in {"epochs": args.epochs, "train_size": args.train_size,
-                                 "random_subnets": args.random_subnets,
+                                 "random_subnets": args.random_subnets, "stage_distill": args.stage_distill,
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
     if args.no_distill:
         changes["distill"] = False

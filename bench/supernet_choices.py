@@ -63,7 +63,8 @@ log = logging.getLogger("bench")
 def run_variant(name: str, options: dict, settings: dict) -> dict:
     """Train (or load) the variant's supernet and score its subnets; one thread, in its own process."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s] {name}: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s] {name}: %(message)s", datefmt="%H:%M:%S",
+                        force=True)  # a pool process runs one variant after another
     from effnas.supernet import SupernetConfig
     from effnas.supernet.evaluate import supernet_evaluator
     from effnas.supernet.model import largest_spec, smallest_spec

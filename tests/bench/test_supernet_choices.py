@@ -1,0 +1,55 @@
+"""bench/supernet_choices.py: its variants are the nested space plus one non-nested choice each,
+and a bad ``--variants`` is a one-line usage error (``--smoke`` runs the bench at toy sizes)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnas.threads import ENV_DEFAULTS
+from search_space import ConvType, SearchSpace, default_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
+        monkeypatch.setenv(name, value)
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("bench.supernet_choices")
+
+
+def _choices(options: dict) -> set:
+    space = SearchSpace.from_config(options, num_classes=10, in_channels=1, resolution=32) if options else \
+        default_space(10, 1, 32)
+    out = set()
+    for stage in space.stages:
+        out |= {("op", t) for _, t, _ in stage.variants()} | {("skip", s) for s in stage.skips}
+        out |= {("expand", e) for e in stage.expand_ratios}
+    return out
+
+
+def test_each_variant_adds_one_non_nested_choice_to_the_nested_space(bench):
+    nested = _choices(bench.VARIANTS["nested"])
+    assert nested == {("op", ConvType.MBCONV), ("skip", "identity"), ("expand", 3), ("expand", 6)}
+    assert _choices(bench.VARIANTS["expand1"]) - nested == {("expand", 1), ("op", ConvType.DS)}
+    assert _choices(bench.VARIANTS["conv"]) - nested == {("op", ConvType.CONV)}
+    assert _choices(bench.VARIANTS["noskip"]) - nested == {("skip", "none")}
+    assert _choices(bench.VARIANTS["full"]) == _choices({})  # the default space
+    for name in ("expand1", "conv", "noskip"):
+        assert nested <= _choices(bench.VARIANTS[name])
+
+
+@pytest.mark.parametrize("value", ["nested,bogus", ",", "full;nested"])
+def test_unknown_variants_are_a_usage_error(bench, monkeypatch, capsys, value, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["supernet_choices.py", "--results", str(tmp_path), "--variants", value])
+    with pytest.raises(SystemExit) as info:
+        bench.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"--variants {value!r}: expected a comma-separated list of nested, expand1, conv, noskip, full" in err[-1]
+    assert not any(tmp_path.iterdir())  # nothing written
