@@ -3,7 +3,7 @@
     python bench/supernet_choices.py [--results results/supernet-choices] [--epochs 4]
                                      [--train-size 5000] [--subnets 16] [--jobs 2]
                                      [--variants nested,expand1,conv,noskip,full]
-                                     [--stage-distill W] [--distill on|off] [--smoke]
+                                     [--stage-distill W] [--progressive F] [--distill on|off] [--smoke]
 
 ``evaluator=supernet`` serves every subnet only where its random subnets learn while it trains.
 This bench starts from the **nested** space -- every choice a prefix of one weight tensor:
@@ -22,7 +22,8 @@ uniform over the variant's space), the largest and the smallest: inherited weigh
 re-estimated, minival accuracy, as ``nas-search evaluator=supernet`` scores a trial. It also
 reports the random subnets' own training loss in the last epoch (hard labels, ``ln 10`` = 2.30 is
 a uniform guess). ``--stage-distill W`` trains every variant's supernet with the stage-wise feature
-loss (``evaluator.stage_distill``) and ``--distill off`` without in-place distillation: each
+loss (``evaluator.stage_distill``), ``--progressive F`` phases the non-nested options in over that
+fraction of the training (``evaluator.progressive``), ``--distill off`` trains without in-place distillation: each
 setting has its own supernets and rows. Variants run ``--jobs`` at a time, one thread each; every finished variant is
 saved to ``<results>/choices.json`` (an interrupted bench resumes; a supernet's training resumes
 at its last epoch). The last line: ``nested median <acc>, full median <acc> (chance 0.100)``.
@@ -101,6 +102,8 @@ def main() -> None:
     ap.add_argument("--stage-distill", type=float, default=0.0,
                     help="evaluator.stage_distill of every variant's supernet (0: off, the default)")
     ap.add_argument("--distill", choices=("on", "off"), default="on", help="evaluator.distill")
+    ap.add_argument("--progressive", type=float, default=0.0,
+                    help="evaluator.progressive of every variant's supernet (0: off, the default)")
     ap.add_argument("--jobs", type=int, default=2, help="variants at a time (one thread each)")
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma-separated, of {', '.join(VARIANTS)}")
@@ -124,11 +127,13 @@ def main() -> None:
         "proxy": {"train_size": 256, "minival_size": 200} if smoke else {},
         "supernet": {**({"epochs": 1, "train_size": 256, "recalibrate_batches": 1, "eval_size": 100} if smoke else
                         {"epochs": args.epochs, "train_size": args.train_size}),
-                     "stage_distill": args.stage_distill, "distill": args.distill == "on"},
+                     "stage_distill": args.stage_distill, "progressive": args.progressive,
+                     "distill": args.distill == "on"},
     }
     sn = settings["supernet"]
     setting = "" if sn["distill"] else "/no-distill"
     setting += f"/stage{sn['stage_distill']:g}" if sn["stage_distill"] else ""
+    setting += f"/progressive{sn['progressive']:g}" if sn["progressive"] else ""
     key = lambda name: f"{name}/{sn['epochs']}x{sn['train_size']}/{settings['subnets']}{setting}"  # noqa: E731
     todo = [n for n in names if runs.get(key(n)) is None]
     log.info("variants: %s (%d to train, %d at a time)", ", ".join(names), len(todo), args.jobs)
@@ -141,7 +146,8 @@ def main() -> None:
             log.info("%s done (%d/%d, %.0f s)", name, done, len(todo), time.perf_counter() - t0)
 
     print(f"\nsupernets of {sn['epochs']} epochs on {sn['train_size']} images (distillation "
-          f"{'on' if sn['distill'] else 'off'}, stage-wise feature distillation {sn['stage_distill']:g}); "
+          f"{'on' if sn['distill'] else 'off'}, stage-wise feature distillation {sn['stage_distill']:g}, "
+          f"progressive {sn['progressive']:g}); "
           f"{settings['subnets']} random subnets each (minival accuracy, BN re-estimated)")
     print(f"{'variant':9s} {'median':>7s} {'min':>6s} {'max':>6s} {'largest':>8s} {'smallest':>9s} "
           f"{'loss random':>12s} {'loss largest':>13s} {'train s':>8s}")
@@ -150,9 +156,9 @@ def main() -> None:
         loss = "-" if r["random_loss"] is None else f"{r['random_loss']:.3f}"
         print(f"{name:9s} {r['median']:7.3f} {r['min']:6.3f} {r['max']:6.3f} {r['largest']:8.3f} {r['smallest']:9.3f} "
               f"{loss:>12s} {r['largest_loss']:13.3f} {r['train_seconds']:8.0f}")
-    first, last = runs.get(key(names[0])), runs.get(key(names[-1]))
-    print(f"{names[0]} median {first['median']:.3f}, {names[-1]} median {last['median']:.3f} "
-          f"(chance {first['chance']:.3f})")
+    ends = dict.fromkeys([names[0], names[-1]])  # the first and the last variant (once, when they are one)
+    print(", ".join(f"{n} median {runs.get(key(n))['median']:.3f}" for n in ends)
+          + f" (chance {runs.get(key(names[0]))['chance']:.3f})")
 
 
 if __name__ == "__main__":

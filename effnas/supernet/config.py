@@ -24,6 +24,9 @@ __all__ = ["EVALUATORS", "EvaluatorConfig", "ProxyEvaluatorConfig", "SupernetCon
 
 EVALUATORS: Registry[type] = Registry("evaluator")
 
+# supernet settings added after supernets were first cached: in the key and the protocol only when on
+_LATER = ("stage_distill", "progressive")
+
 
 @dataclass
 class EvaluatorConfig(Schema):
@@ -57,7 +60,10 @@ class SupernetConfig(EvaluatorConfig):
     largest subnet's input to that stage and pulled (mean squared error, this weight) towards the
     largest's output of it, on the channels they share -- block-wise supervision as in DNA (Li et
     al. 2020), with the largest subnet as the in-place teacher -- so that branches of their own
-    (the regular conv, expansion 1, no skip) learn features the next stage can read. The recipe otherwise is the ``proxy`` group's
+    (the regular conv, expansion 1, no skip) learn features the next stage can read. ``progressive``
+    > 0 phases those options in: over that fraction of the training, a random subnet's op, skip and
+    expansion choices keep to the nested options (MBConv, identity skip, expansion > 1) with a
+    probability falling from 1 to 0 (uniform sampling only), then every choice is uniform. The recipe otherwise is the ``proxy`` group's
     (optimizer, schedule, batch size, augmentation, BN momentum); ``lr`` null takes its rate."""
 
     name: str = "supernet"
@@ -68,19 +74,24 @@ class SupernetConfig(EvaluatorConfig):
     distill: bool = True                            # in-place distillation from the largest subnet
     lr: Optional[float] = rule(None, gt=0)          # null: proxy.lr (or its optimizer's default)
     stage_distill: float = rule(0.0, ge=0)          # weight of the stage-wise feature loss (0: off)
+    progressive: float = rule(0.0, ge=0, le=1)      # training fraction that phases non-nested options in (0: off)
     recalibrate_batches: int = rule(5, ge=1)        # BN re-estimation batches per candidate
     eval_size: Optional[int] = rule(2000, ge=1)     # minival images per candidate (its first); null = all
     cache_dir: Optional[str] = None                 # null: <results_dir>/supernets
 
+    def validate(self) -> None:
+        if self.progressive and self.sampling != "uniform":
+            raise self.fail("progressive", f"needs evaluator.sampling=uniform, got sampling={self.sampling} "
+                                           f"(fair sampling draws every option at every step)")
+
     def training_settings(self) -> dict[str, Any]:
-        """What decides the trained weights (part of the cache key). ``stage_distill`` only where it
-        is on: supernets cached before it was a setting keep their keys."""
+        """What decides the trained weights (part of the cache key). The settings added later
+        (``_LATER``) only where they are on: supernets cached before them keep their keys."""
         keys = ("epochs", "train_size", "random_subnets", "sampling", "distill", "lr") + \
-            (("stage_distill",) if self.stage_distill else ())
+            tuple(k for k in _LATER if getattr(self, k))
         return {k: getattr(self, k) for k in keys}
 
     def protocol(self) -> dict[str, Any]:
-        """What decides a trial's score: everything but where the cache lives (``stage_distill``
-        only where it is on: studies made before it was a setting resume unchanged)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k != "cache_dir" and (k != "stage_distill" or self.stage_distill)}
+        """What decides a trial's score: everything but where the cache lives (the settings added
+        later only where they are on: studies made before them resume unchanged)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "cache_dir" and (k not in _LATER or v)}

@@ -296,9 +296,24 @@ def smallest_spec(space: SearchSpace) -> ArchSpec:
     return _extreme(space, False)
 
 
-def random_spec(space: SearchSpace, rng: random.Random) -> ArchSpec:
-    """A uniformly random point of the space (each choice uniform, as a random sampler draws)."""
-    return space.sample(_Pick(lambda name, choices: rng.choice(choices)))
+def _nested_options(name: str, choices: list) -> list:
+    """The options of a choice that share one branch with the largest subnet's: MBConv, the
+    identity skip, expansion ratios above 1 (all options for every other choice, or where none is)."""
+    what = name.rsplit("_", 1)[-1]
+    keep = {"op": lambda c: c == "mbconv", "skip": lambda c: c == "identity",
+            "expand": lambda c: c > 1}.get(what, lambda c: True)
+    return [c for c in choices if keep(c)] or choices
+
+
+def random_spec(space: SearchSpace, rng: random.Random, nested: float = 0.0) -> ArchSpec:
+    """A uniformly random point of the space (each choice uniform, as a random sampler draws).
+    With ``nested`` > 0 each op, skip and expansion choice is drawn, with that probability, from
+    its nested options only (:func:`_nested_options`): progressive training phases the branches
+    of their own in."""
+    def pick(name: str, choices: list) -> Any:
+        return rng.choice(_nested_options(name, choices) if nested and rng.random() < nested else choices)
+
+    return space.sample(_Pick(pick))
 
 
 def fair_specs(space: SearchSpace, rng: random.Random, m: int) -> list[ArchSpec]:

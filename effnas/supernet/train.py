@@ -121,8 +121,9 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                 loss.backward()
                 soft = logits.detach().softmax(1)
                 feats = [f.detach() for f in feats]
+                nested = max(0.0, 1.0 - step / (cfg.progressive * total_steps)) if cfg.progressive else 0.0
                 others = fair_specs(net.space, rng, cfg.random_subnets) if cfg.sampling == "fair" else \
-                    [random_spec(net.space, rng) for _ in range(cfg.random_subnets)]
+                    [random_spec(net.space, rng, nested) for _ in range(cfg.random_subnets)]
                 for spec in [small, *others]:
                     out = net(x, spec, check=False)
                     (_distill(out, soft) if cfg.distill else criterion(out, y)).backward()

@@ -83,3 +83,43 @@ def test_stage_distill_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_p
     assert "stage_distill" not in SupernetConfig().training_settings()  # caches from before keep their keys
     assert "stage_distill" not in SupernetConfig().protocol()           # studies from before resume
     assert on.training_settings()["stage_distill"] == 1.0 == on.protocol()["stage_distill"]
+
+
+def _non_nested(spec) -> int:
+    return sum(st.conv_type.value != "mbconv" or st.skip != "identity" for st in spec.stages)
+
+
+def test_progressive_sampling_keeps_to_the_nested_options_with_its_probability():
+    from search_space import default_space
+    from search_space.space import SearchSpace
+
+    space = default_space(10, 1, 32)
+    rng, plain = random.Random(7), random.Random(7)
+    for _ in range(5):  # nested=0 is the uniform draw, unchanged (no extra random numbers)
+        uniform = space.sample(type("P", (), {"suggest_categorical": lambda self, n, c: plain.choice(list(c))})())
+        assert random_spec(space, rng, 0.0).network_key() == uniform.network_key()
+    always = [random_spec(space, random.Random(i), 1.0) for i in range(20)]
+    assert all(_non_nested(s) == 0 and all(st.expand_ratio > 1 for st in s.stages) for s in always)
+    assert len({s.network_key() for s in always}) == 20  # the nested choices stay random
+    counts = [sum(_non_nested(random_spec(space, random.Random(i), q)) for i in range(60)) for q in (0.0, 0.5)]
+    assert 0.3 * counts[0] < counts[1] < 0.75 * counts[0], counts  # about half as many non-nested stages
+    # a space without a nested option for a choice keeps drawing from all of its options
+    conv_only = SearchSpace.from_config({"ops": ["conv"]}, num_classes=10, in_channels=1, resolution=32)
+    assert all(st.conv_type.value == "conv" for st in random_spec(conv_only, random.Random(0), 1.0).stages)
+
+
+def test_progressive_is_validated_keyed_only_when_on_and_trains_other_weights(toy, tmp_path):
+    from effnas.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="evaluator.progressive needs evaluator.sampling=uniform"):
+        SupernetConfig(progressive=0.5, sampling="fair")
+    assert "progressive" not in SupernetConfig().training_settings() and "progressive" not in SupernetConfig().protocol()
+    on = dataclasses.replace(toy["SUPERNET"], progressive=0.5)
+    assert on.training_settings()["progressive"] == 0.5 == on.protocol()["progressive"]
+    nets = {}
+    for name, cfg in {"off": toy["SUPERNET"], "on": on}.items():
+        torch.manual_seed(0)
+        nets[name] = SuperNet(toy["SPACE"])
+        train_supernet(nets[name], toy["toy_data"](), cfg, toy["PROXY"], 0, tmp_path / f"{name}.pt")
+    assert any(not torch.equal(a, b) for a, b in zip(nets["off"].state_dict().values(),
+                                                     nets["on"].state_dict().values()))
