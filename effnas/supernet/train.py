@@ -4,7 +4,14 @@ Each step trains, on one batch, the largest subnet (hard labels), the smallest a
 ``random_subnets`` random ones (BigNAS's sandwich rule: the extremes bound every subnet, so
 training them lifts the whole space), and sums their gradients into one optimizer step. With
 ``distill`` the others learn the largest's soft predictions of the same batch (in-place
-distillation: no teacher to train first, and the small subnets see a smoother target).
+distillation: no teacher to train first, and the small subnets see a smoother target). With
+``stage_distill`` each random subnet's stages also learn the largest's stage outputs from its
+stage inputs (:func:`_stage_loss`); with ``progressive`` the random subnets keep to the nested
+options with a probability that falls from 1 to 0 over that fraction of the steps.
+
+The random subnets' own loss (hard labels) is recorded beside the largest's (``random_loss`` in
+the history, and in the progress lines): the largest and the smallest can train well while every
+other subnet stays at chance, and only this number shows it.
 
 The recipe is the ``proxy`` group's (optimizer, schedule and warm-up, batch size, augmentation,
 label smoothing, weight decay), over ``epochs`` of ``train_size`` images. After every epoch the
