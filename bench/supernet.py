@@ -29,7 +29,7 @@ On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 1
 Random search on both sides, so that the evaluators differ only in how they score. Every run is
 saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
-``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--stage-distill``, ``--recalibrate-batches``, ``--eval-size``): each setting
+``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
 stand-alone proxy runs are shared. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
 changed at a time (which options the shared weights serve badly). ``--ceiling`` also trains the tau set with a second proxy seed:
@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--no-distill", action="store_true", help="evaluator.distill=false")
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--stage-distill", type=float, default=None, help="evaluator.stage_distill")
+    ap.add_argument("--progressive", type=float, default=None, help="evaluator.progressive")
     ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
     ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
     ap.add_argument("--sensitivity", action="store_true",
@@ -191,8 +192,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     smoke = args.smoke
     out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Runs(out / "supernet.json")
     dataset = {"name": "fashion_mnist", "root": args.root, "download": False}
     threads = {"threads": args.threads} if args.threads else {}
     proxy = ProxyConfig(**threads, device=args.device,
@@ -201,6 +200,7 @@ def main() -> None:
                                 "eval_size": 100} if smoke else {}))
     changes = {k: v for k, v in {"epochs": args.epochs, "train_size": args.train_size,
                                  "random_subnets": args.random_subnets, "stage_distill": args.stage_distill,
+                                 "progressive": args.progressive,
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
     if args.no_distill:
         changes["distill"] = False
@@ -208,7 +208,12 @@ def main() -> None:
         changes["sampling"] = args.sampling
     if args.eval_size is not None:
         changes["eval_size"] = args.eval_size or None  # 0: all of minival
-    sn_cfg = dataclasses.replace(sn_cfg, **changes)
+    try:
+        sn_cfg = dataclasses.replace(sn_cfg, **changes)
+    except ValueError as exc:  # ConfigError: a value out of its range, named as nas-search names it
+        ap.error(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Runs(out / "supernet.json")
     final = dataclasses.replace(proxy, epochs=1 if smoke else 2, train_size=256 if smoke else 20000)
     n_archs, n_search = (4, 6) if smoke else (args.archs, args.search_trials)
     if args.tau_only:

@@ -119,8 +119,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
 
     out = Path(args.results)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Runs(out / "choices.json")
     smoke = args.smoke
     settings = {
         "root": args.root, "cache": str(out / "cache"), "subnets": 3 if smoke else args.subnets,
@@ -131,6 +129,14 @@ def main() -> None:
                      "distill": args.distill == "on"},
     }
     sn = settings["supernet"]
+    from effnas.supernet import SupernetConfig
+
+    try:  # checked here, not in the workers: a bad value is one line, before anything runs
+        SupernetConfig(**sn)
+    except ValueError as exc:
+        ap.error(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = Runs(out / "choices.json")
     setting = "" if sn["distill"] else "/no-distill"
     setting += f"/stage{sn['stage_distill']:g}" if sn["stage_distill"] else ""
     setting += f"/progressive{sn['progressive']:g}" if sn["progressive"] else ""

@@ -75,3 +75,21 @@ def test_spread_separates_networks_from_seed_noise(bench):
     s = bench.spread([[0.5, 0.6, 0.7], [0.52, 0.62, 0.72]])
     assert s["sd_between"] == pytest.approx(0.1) and s["sd_seed"] == pytest.approx(0.02 / 2 ** 0.5)
     assert bench.spread([[0.5, 0.6, 0.7]]) == {"sd_between": pytest.approx(0.1), "sd_seed": None}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--progressive", "2"], "evaluator.progressive must be a number >= 0 and <= 1, got 2.0"),
+    (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
+    (["--epochs", "0"], "evaluator.epochs must be an integer >= 1, got 0"),
+])
+def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, monkeypatch, capsys, tmp_path,
+                                                                       args, words):
+    import sys
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["supernet.py", "--results", str(out), *args])
+    with pytest.raises(SystemExit) as info:
+        bench.main()
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()

@@ -53,3 +53,18 @@ def test_unknown_variants_are_a_usage_error(bench, monkeypatch, capsys, value, t
     err = capsys.readouterr().err.strip().splitlines()
     assert f"--variants {value!r}: expected a comma-separated list of nested, expand1, conv, noskip, full" in err[-1]
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
+    (["--progressive", "2"], "evaluator.progressive must be a number >= 0 and <= 1, got 2.0"),
+])
+def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, monkeypatch, capsys, tmp_path,
+                                                                       args, words):
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["supernet_choices.py", "--results", str(out), *args])
+    with pytest.raises(SystemExit) as info:
+        bench.main()
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not out.exists()
