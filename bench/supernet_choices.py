@@ -3,7 +3,8 @@
     python bench/supernet_choices.py [--results results/supernet-choices] [--epochs 4]
                                      [--train-size 5000] [--subnets 16] [--jobs 2]
                                      [--variants nested,expand1,conv,noskip,full]
-                                     [--stage-distill W] [--progressive F] [--distill on|off] [--smoke]
+                                     [--stage-distill W] [--progressive F] [--distill on|off]
+                                     [--random-subnets N] [--smoke]
 
 ``evaluator=supernet`` serves every subnet only where its random subnets learn while it trains.
 This bench starts from the **nested** space -- every choice a prefix of one weight tensor:
@@ -23,7 +24,8 @@ re-estimated, minival accuracy, as ``nas-search evaluator=supernet`` scores a tr
 reports the random subnets' own training loss in the last epoch (hard labels, ``ln 10`` = 2.30 is
 a uniform guess). ``--stage-distill W`` trains every variant's supernet with the stage-wise feature
 loss (``evaluator.stage_distill``), ``--progressive F`` phases the non-nested options in over that
-fraction of the training (``evaluator.progressive``), ``--distill off`` trains without in-place distillation: each
+fraction of the training (``evaluator.progressive``), ``--distill off`` trains without in-place distillation, ``--random-subnets N`` with N random
+subnets a step (default 2, the evaluator's): each
 setting has its own supernets and rows. Variants run ``--jobs`` at a time, one thread each; every finished variant is
 saved to ``<results>/choices.json`` (an interrupted bench resumes; a supernet's training resumes
 at its last epoch). The last line: ``nested median <acc>, full median <acc> (chance 0.100)``.
@@ -102,6 +104,7 @@ def main() -> None:
     ap.add_argument("--stage-distill", type=float, default=0.0,
                     help="evaluator.stage_distill of every variant's supernet (0: off, the default)")
     ap.add_argument("--distill", choices=("on", "off"), default="on", help="evaluator.distill")
+    ap.add_argument("--random-subnets", type=int, default=2, help="evaluator.random_subnets (sandwich rule)")
     ap.add_argument("--progressive", type=float, default=0.0,
                     help="evaluator.progressive of every variant's supernet (0: off, the default)")
     ap.add_argument("--jobs", type=int, default=2, help="variants at a time (one thread each)")
@@ -126,6 +129,7 @@ def main() -> None:
         "supernet": {**({"epochs": 1, "train_size": 256, "recalibrate_batches": 1, "eval_size": 100} if smoke else
                         {"epochs": args.epochs, "train_size": args.train_size}),
                      "stage_distill": args.stage_distill, "progressive": args.progressive,
+                     "random_subnets": args.random_subnets,
                      "distill": args.distill == "on"},
     }
     sn = settings["supernet"]
@@ -138,6 +142,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = Runs(out / "choices.json")
     setting = "" if sn["distill"] else "/no-distill"
+    setting += f"/random{sn['random_subnets']}" if sn["random_subnets"] != 2 else ""
     setting += f"/stage{sn['stage_distill']:g}" if sn["stage_distill"] else ""
     setting += f"/progressive{sn['progressive']:g}" if sn["progressive"] else ""
     key = lambda name: f"{name}/{sn['epochs']}x{sn['train_size']}/{settings['subnets']}{setting}"  # noqa: E731
@@ -153,7 +158,7 @@ def main() -> None:
 
     print(f"\nsupernets of {sn['epochs']} epochs on {sn['train_size']} images (distillation "
           f"{'on' if sn['distill'] else 'off'}, stage-wise feature distillation {sn['stage_distill']:g}, "
-          f"progressive {sn['progressive']:g}); "
+          f"progressive {sn['progressive']:g}, {sn['random_subnets']} random subnets a step); "
           f"{settings['subnets']} random subnets each (minival accuracy, BN re-estimated)")
     print(f"{'variant':9s} {'median':>7s} {'min':>6s} {'max':>6s} {'largest':>8s} {'smallest':>9s} "
           f"{'loss random':>12s} {'loss largest':>13s} {'train s':>8s}")
