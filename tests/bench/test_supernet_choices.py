@@ -58,6 +58,7 @@ def test_unknown_variants_are_a_usage_error(bench, monkeypatch, capsys, value, t
 @pytest.mark.parametrize("args, words", [
     (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
     (["--progressive", "2"], "evaluator.progressive must be a number >= 0 and <= 1, got 2.0"),
+    (["--random-subnets", "-1"], "evaluator.random_subnets must be an integer >= 0, got -1"),
 ])
 def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, monkeypatch, capsys, tmp_path,
                                                                        args, words):
