@@ -25,7 +25,7 @@ from ..data import Batches, DataSplits
 from ..threads import torch_threads
 from ..train import EpochCallback, ProxyConfig, TrainConfig, TrainResult, _recalibrate_bn, resolve_device
 from .config import SupernetConfig
-from .model import SuperNet
+from .model import SuperNet, random_spec
 
 __all__ = ["SupernetEvaluator", "supernet_evaluator"]
 
@@ -75,8 +75,6 @@ class SupernetEvaluator:
         only the subnets its sandwich trains by name (the largest, the smallest), so its scores cannot
         rank the space. ``ok`` is False where the median is below ``chance + 0.1 * (1 - chance)``
         (0.19 for ten classes)."""
-        from .model import random_spec
-
         rng = random.Random(seed)
         accs = sorted(self.accuracy(random_spec(self.net.space, rng)) for _ in range(n))
         chance = 1.0 / self.net.space.base.num_classes

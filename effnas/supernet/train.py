@@ -60,11 +60,12 @@ def _random_text(loss_sum: float, n: int) -> str:
 def _stage_loss(net: SuperNet, spec, feats: list[torch.Tensor]) -> torch.Tensor:
     """Block-wise feature distillation: each stage of ``spec`` run on the teacher's input to it
     (``feats[i]``, its first channels) against the teacher's output of it (``feats[i + 1]``), mean
-    squared error on the channels they share, averaged over the stages."""
+    squared error on the channels they share, averaged over the stages. The teacher's features are
+    detached: the loss moves the subnet's weights only."""
     total = 0.0
     for i, stage in enumerate(spec.stages):
-        out = net.stage(feats[i][:, :stage.in_filters], spec, i)
-        total = total + F.mse_loss(out, feats[i + 1][:, :stage.out_filters])
+        out = net.stage(feats[i][:, :stage.in_filters].detach(), spec, i)
+        total = total + F.mse_loss(out, feats[i + 1][:, :stage.out_filters].detach())
     return total / len(spec.stages)
 
 
@@ -121,13 +122,15 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                     g["lr"] = lr * factor
                 optimizer.zero_grad(set_to_none=True)
                 x = x.contiguous(memory_format=memory_format)
-                logits, feats = net(x, big, check=False, features=True)
+                if cfg.stage_distill:  # the largest's stage outputs: what the random subnets' stages learn
+                    logits, feats = net(x, big, check=False, features=True)
+                else:
+                    logits = net(x, big, check=False)
                 loss = criterion(logits, y)
                 if not torch.isfinite(loss):
                     raise Diverged(f"supernet loss became {float(loss)} at epoch {epoch}, step {i + 1}")
                 loss.backward()
                 soft = logits.detach().softmax(1)
-                feats = [f.detach() for f in feats]
                 nested = max(0.0, 1.0 - step / (cfg.progressive * total_steps)) if cfg.progressive else 0.0
                 others = fair_specs(net.space, rng, cfg.random_subnets) if cfg.sampling == "fair" else \
                     [random_spec(net.space, rng, nested) for _ in range(cfg.random_subnets)]
