@@ -5,24 +5,14 @@ checked here (``python bench/pipeline.py --smoke`` runs the whole machinery at t
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-from effnas.threads import ENV_DEFAULTS
 from search_space import count_flops, reference_spec
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def pipeline(monkeypatch):
-    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("bench.pipeline")
+def pipeline(import_bench):
+    return import_bench("pipeline")
 
 
 @pytest.fixture

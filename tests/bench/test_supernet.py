@@ -5,23 +5,18 @@ The bench itself is long (``python bench/supernet.py --smoke`` runs its machiner
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 import pytest
 
-from effnas.threads import ENV_DEFAULTS
 from search_space import ConvType, SearchSpace
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("bench.supernet")
+def bench(import_bench):
+    return import_bench("supernet")
 
 
 def test_space_options_build_the_space_they_name(bench):
@@ -82,14 +77,7 @@ def test_spread_separates_networks_from_seed_noise(bench):
     (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
     (["--epochs", "0"], "evaluator.epochs must be an integer >= 1, got 0"),
 ])
-def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, monkeypatch, capsys, tmp_path,
-                                                                       args, words):
-    import sys
-
+def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, usage_error, tmp_path, args, words):
     out = tmp_path / "results"
-    monkeypatch.setattr(sys, "argv", ["supernet.py", "--results", str(out), *args])
-    with pytest.raises(SystemExit) as info:
-        bench.main()
-    assert info.value.code == 2
-    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert words in usage_error(bench, ["supernet.py", "--results", str(out), *args])
     assert not out.exists()

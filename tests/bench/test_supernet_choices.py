@@ -3,24 +3,14 @@ and a bad ``--variants`` is a one-line usage error (``--smoke`` runs the bench a
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-from effnas.threads import ENV_DEFAULTS
 from search_space import ConvType, SearchSpace, default_space
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    for name, value in ENV_DEFAULTS.items():  # the bench sets them at import; keep this process's
-        monkeypatch.setenv(name, value)
-    monkeypatch.syspath_prepend(str(ROOT))
-    return importlib.import_module("bench.supernet_choices")
+def bench(import_bench):
+    return import_bench("supernet_choices")
 
 
 def _choices(options: dict) -> set:
@@ -45,13 +35,9 @@ def test_each_variant_adds_one_non_nested_choice_to_the_nested_space(bench):
 
 
 @pytest.mark.parametrize("value", ["nested,bogus", ",", "full;nested"])
-def test_unknown_variants_are_a_usage_error(bench, monkeypatch, capsys, value, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["supernet_choices.py", "--results", str(tmp_path), "--variants", value])
-    with pytest.raises(SystemExit) as info:
-        bench.main()
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert f"--variants {value!r}: expected a comma-separated list of nested, expand1, conv, noskip, full" in err[-1]
+def test_unknown_variants_are_a_usage_error(bench, usage_error, value, tmp_path):
+    err = usage_error(bench, ["supernet_choices.py", "--results", str(tmp_path), "--variants", value])
+    assert f"--variants {value!r}: expected a comma-separated list of nested, expand1, conv, noskip, full" in err
     assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -60,12 +46,7 @@ def test_unknown_variants_are_a_usage_error(bench, monkeypatch, capsys, value, t
     (["--progressive", "2"], "evaluator.progressive must be a number >= 0 and <= 1, got 2.0"),
     (["--random-subnets", "-1"], "evaluator.random_subnets must be an integer >= 0, got -1"),
 ])
-def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, monkeypatch, capsys, tmp_path,
-                                                                       args, words):
+def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, usage_error, tmp_path, args, words):
     out = tmp_path / "results"
-    monkeypatch.setattr(sys, "argv", ["supernet_choices.py", "--results", str(out), *args])
-    with pytest.raises(SystemExit) as info:
-        bench.main()
-    assert info.value.code == 2
-    assert words in capsys.readouterr().err.strip().splitlines()[-1]
+    assert words in usage_error(bench, ["supernet_choices.py", "--results", str(out), *args])
     assert not out.exists()

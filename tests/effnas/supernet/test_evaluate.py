@@ -13,15 +13,6 @@ import torch
 from effnas.supernet.evaluate import SupernetEvaluator, supernet_evaluator
 from effnas.supernet.model import SuperNet
 
-from .test_cache import TOY
-
-
-@pytest.fixture(scope="module")
-def toy() -> dict:
-    ns: dict = {}
-    exec(TOY, ns)
-    return ns
-
 
 def _scorer(toy) -> SupernetEvaluator:
     return SupernetEvaluator(SuperNet(toy["SPACE"]), toy["toy_data"](), toy["SUPERNET"], toy["PROXY"], 0)

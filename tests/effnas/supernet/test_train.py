@@ -1,5 +1,6 @@
-"""Training the supernet: the random subnets' own loss in the history and the progress lines, and
-the stage-wise feature distillation (``evaluator.stage_distill``)."""
+"""Training the supernet: the random subnets' own loss in the history and the progress lines, the
+stage-wise feature distillation (``evaluator.stage_distill``) and progressive sampling
+(``evaluator.progressive``)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,6 @@ import torch
 from effnas.supernet import SupernetConfig
 from effnas.supernet.model import SuperNet, largest_spec, random_spec
 from effnas.supernet.train import _stage_loss, train_supernet
-
-from .test_cache import TOY
-
-
-@pytest.fixture(scope="module")
-def toy() -> dict:
-    ns: dict = {}
-    exec(TOY, ns)
-    return ns
 
 
 def test_history_and_progress_show_the_random_subnets_loss(toy, tmp_path, caplog):
@@ -71,8 +63,9 @@ def test_stage_loss_pulls_a_subnet_towards_the_largest(toy):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.stages.parameters())
 
 
-def test_stage_distill_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_path):
-    on = dataclasses.replace(toy["SUPERNET"], stage_distill=1.0)
+@pytest.mark.parametrize("setting, value", [("stage_distill", 1.0), ("progressive", 0.5)])
+def test_a_later_setting_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_path, setting, value):
+    on = dataclasses.replace(toy["SUPERNET"], **{setting: value})
     nets = {}
     for name, cfg in {"off": toy["SUPERNET"], "on": on}.items():
         torch.manual_seed(0)
@@ -80,9 +73,9 @@ def test_stage_distill_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_p
         train_supernet(nets[name], toy["toy_data"](), cfg, toy["PROXY"], 0, tmp_path / f"{name}.pt")
     assert any(not torch.equal(a, b) for a, b in zip(nets["off"].state_dict().values(),
                                                      nets["on"].state_dict().values()))
-    assert "stage_distill" not in SupernetConfig().training_settings()  # caches from before keep their keys
-    assert "stage_distill" not in SupernetConfig().protocol()           # studies from before resume
-    assert on.training_settings()["stage_distill"] == 1.0 == on.protocol()["stage_distill"]
+    assert setting not in SupernetConfig().training_settings()  # caches from before keep their keys
+    assert setting not in SupernetConfig().protocol()           # studies from before resume
+    assert on.training_settings()[setting] == value == on.protocol()[setting]
 
 
 def _non_nested(spec) -> int:
@@ -108,18 +101,8 @@ def test_progressive_sampling_keeps_to_the_nested_options_with_its_probability()
     assert all(st.conv_type.value == "conv" for st in random_spec(conv_only, random.Random(0), 1.0).stages)
 
 
-def test_progressive_is_validated_keyed_only_when_on_and_trains_other_weights(toy, tmp_path):
+def test_progressive_needs_uniform_sampling():
     from effnas.schema import ConfigError
 
     with pytest.raises(ConfigError, match="evaluator.progressive needs evaluator.sampling=uniform"):
         SupernetConfig(progressive=0.5, sampling="fair")
-    assert "progressive" not in SupernetConfig().training_settings() and "progressive" not in SupernetConfig().protocol()
-    on = dataclasses.replace(toy["SUPERNET"], progressive=0.5)
-    assert on.training_settings()["progressive"] == 0.5 == on.protocol()["progressive"]
-    nets = {}
-    for name, cfg in {"off": toy["SUPERNET"], "on": on}.items():
-        torch.manual_seed(0)
-        nets[name] = SuperNet(toy["SPACE"])
-        train_supernet(nets[name], toy["toy_data"](), cfg, toy["PROXY"], 0, tmp_path / f"{name}.pt")
-    assert any(not torch.equal(a, b) for a, b in zip(nets["off"].state_dict().values(),
-                                                     nets["on"].state_dict().values()))
