@@ -49,7 +49,6 @@ its numbers mean nothing.
 from __future__ import annotations
 
 import argparse
-import ctypes.util
 import functools
 import os
 import signal
@@ -498,20 +497,16 @@ def main() -> None:
 
 def _preload_allocator(choice: str) -> None:
     """Run this script again with tcmalloc in ``LD_PRELOAD`` (inherited by every worker and training
-    process it starts) unless ``choice`` is "glibc" or ``LD_PRELOAD`` is already set. Measured by
-    ``bench/allocator.py``: tcmalloc trains EfficientNet-B0 about 8% faster than glibc's malloc on
-    these cores, the same results; jemalloc 13% slower."""
-    if choice == "glibc" or os.environ.get("LD_PRELOAD"):
-        return
-    library = ctypes.util.find_library("tcmalloc_minimal")
-    if library is None:
-        if choice == "tcmalloc":
-            raise SystemExit("--allocator tcmalloc: libtcmalloc_minimal not found; install it "
-                             "(Debian: apt-get install libtcmalloc-minimal4) or use --allocator glibc")
-        return
-    os.environ["LD_PRELOAD"] = library
-    sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+    process it starts), as the command-line tools do (:mod:`effnas.allocator`, where the measurement
+    is): not with "glibc", nor with "auto" where ``LD_PRELOAD`` already holds a library."""
+    from effnas import allocator
+
+    try:
+        preload = allocator.preload_for("system" if choice == "glibc" else choice)
+    except ValueError as exc:
+        raise SystemExit(f"--allocator {choice}: {exc}") from None
+    if preload is not None:
+        allocator.restart_with(preload, [sys.executable, *sys.argv])
 
 
 def _stop_if_interrupted(signame: str | None, what: str) -> None:

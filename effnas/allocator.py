@@ -1,0 +1,91 @@
+"""The memory allocator the command-line tools train with: tcmalloc where it is installed.
+
+A training step allocates and frees the same large activation buffers over and over. glibc's
+malloc hands big blocks back to the system and takes them again (page faults at every step);
+tcmalloc keeps them. Measured with ``bench/allocator.py`` (2026-12-01, EfficientNet-B0, 1 epoch on
+6,400 images, one thread a process, two processes side by side): tcmalloc trains **1.077x** as
+fast as glibc's malloc (2,550 page faults a step vs 4,400-4,600), with the same accuracy to the
+last digit; jemalloc 0.868x, glibc with raised thresholds 0.998x.
+
+An allocator cannot be swapped inside a running process, so the tools (``nas-search``,
+``nas-train``, ``scale-search``, ``scale-family``) start again at once -- an ``exec`` of the same
+command line, before anything else is imported or written -- with ``libtcmalloc_minimal`` in
+``LD_PRELOAD``, which every process they start inherits (workers, launcher jobs, trainings).
+``EFFNAS_ALLOCATOR`` chooses:
+
+* ``auto`` (default): tcmalloc when it is installed (Debian/Ubuntu: ``apt-get install
+  libtcmalloc-minimal4``; elsewhere gperftools), else the system's malloc; a preload of your own
+  (``LD_PRELOAD`` already set) is left as it is.
+* ``tcmalloc``: tcmalloc or a one-line error.
+* ``system``: the system's malloc, no restart.
+
+Linux only (``LD_PRELOAD``); elsewhere nothing happens. From Python nothing happens either: the
+restart is for console scripts, whose process holds nothing yet (``LD_PRELOAD=libtcmalloc_minimal.so.4
+python your_script.py`` does the same for a script of your own).
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+from typing import MutableMapping, Optional, Sequence
+
+__all__ = ["ENV", "CHOICES", "LIBRARY", "choice", "find_tcmalloc", "preload_for", "in_use", "restart_with"]
+
+ENV = "EFFNAS_ALLOCATOR"
+CHOICES = ("auto", "tcmalloc", "system")
+LIBRARY = "tcmalloc_minimal"  # gperftools' tcmalloc without the heap profiler
+
+
+def choice(environ: Optional[MutableMapping[str, str]] = None) -> str:
+    """``EFFNAS_ALLOCATOR`` (default ``auto``); a ``ValueError`` naming the valid values otherwise."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV, "").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise ValueError(f"{ENV}={env.get(ENV)!r}: expected one of {', '.join(CHOICES)}")
+    return value
+
+
+def find_tcmalloc() -> Optional[str]:
+    """The name the dynamic loader knows tcmalloc by (``libtcmalloc_minimal.so.4``), or None."""
+    return ctypes.util.find_library(LIBRARY)
+
+
+def preload_for(wanted: str, environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
+    """The ``LD_PRELOAD`` value to start again with for the choice ``wanted``, or None where there is
+    nothing to do: ``system``; not Linux; tcmalloc already preloaded; a preload of the user's own
+    (``auto``); tcmalloc not installed (``auto``). ``tcmalloc`` without it installed: ``ValueError``."""
+    env = os.environ if environ is None else environ
+    if wanted == "system" or not sys.platform.startswith("linux"):
+        return None
+    current = env.get("LD_PRELOAD", "").strip()
+    if LIBRARY.replace("_minimal", "") in current:  # tcmalloc in any form, ours or the user's
+        return None
+    if current and wanted == "auto":
+        return None
+    library = find_tcmalloc()
+    if library is None:
+        if wanted == "tcmalloc":
+            raise ValueError(f"{ENV}=tcmalloc but lib{LIBRARY} is not installed (Debian/Ubuntu: apt-get install "
+                             f"libtcmalloc-minimal4); use {ENV}=auto or system")
+        return None
+    return f"{library} {current}".strip()
+
+
+def in_use() -> str:
+    """``tcmalloc`` when this process has it loaded, else ``system`` (read from /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return "tcmalloc" if any("libtcmalloc" in line for line in maps) else "system"
+    except OSError:
+        return "system"
+
+
+def restart_with(preload: str, argv: Sequence[str]) -> None:
+    """Replace this process by ``argv`` (``[python, ...]``) with ``preload`` in ``LD_PRELOAD``. Does not
+    return."""
+    os.environ["LD_PRELOAD"] = preload
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], list(argv))
