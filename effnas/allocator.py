@@ -60,7 +60,7 @@ def preload_for(wanted: str, environ: Optional[MutableMapping[str, str]] = None)
     if wanted == "system" or not sys.platform.startswith("linux"):
         return None
     current = env.get("LD_PRELOAD", "").strip()
-    if LIBRARY.replace("_minimal", "") in current:  # tcmalloc in any form, ours or the user's
+    if "tcmalloc" in current:  # tcmalloc in any form, ours or the user's
         return None
     if current and wanted == "auto":
         return None
