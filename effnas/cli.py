@@ -396,7 +396,9 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # again: launcher jobs are fresh processes
         from .allocator import in_use
 
-        log.info("memory allocator: %s (EFFNAS_ALLOCATOR=%s)", in_use(), os.environ.get("EFFNAS_ALLOCATOR", "auto"))
+        # at debug (hydra.verbose=effnas): stderr stays one line on an error; the training commands'
+        # first progress line names the allocator too
+        log.debug("memory allocator: %s (EFFNAS_ALLOCATOR=%s)", in_use(), os.environ.get("EFFNAS_ALLOCATOR", "auto"))
         code = _run_task(task, cfg)
         outcome["code"] = code
         if code:

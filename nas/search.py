@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from effnas.allocator import in_use as allocator_in_use
 from effnas.config import as_config
 from effnas.evaluate import Evaluator, SearchExhausted
 from effnas.io import remove_stale_temp, write_json
@@ -140,9 +141,9 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
         progress(study, trial)
 
     log.info("nas-search: study %s in %s, storage %s; dataset %s (%d train / %d minival images at %d px), "
-             "space of %.3g architectures, T=%s %s, budget %d trials", study_name, folder,
+             "space of %.3g architectures, T=%s %s, budget %d trials; memory allocator %s", study_name, folder,
              cfg.storage.describe(folder), data.name, len(data.train), len(data.minival), resolution,
-             space.size, fmt_count(reward.target), objective.metric, search.n_trials)
+             space.size, fmt_count(reward.target), objective.metric, search.n_trials, allocator_in_use())
 
     def objective_fn(trial: optuna.Trial) -> Any:
         return runner.run(trial, space.sample(trial), resolution)

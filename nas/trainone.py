@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from effnas.allocator import in_use as allocator_in_use
 from effnas.config import as_config
 from effnas.io import write_json
 from effnas.runs import save_config
@@ -61,9 +62,9 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     while folder.exists():
         suffix += 1
         folder = base / f"{name}_{stamp}_{suffix}"
-    log.info("nas-train: %s at %d px on %s (%d train / %d minival / %s test images), %d epochs -> %s",
-             name, spec.resolution, data.name, len(data.train), len(data.minival),
-             "no" if data.test is None else len(data.test), proxy.epochs, folder)
+    log.info("nas-train: %s at %d px on %s (%d train / %d minival / %s test images), %d epochs -> %s; "
+             "memory allocator %s", name, spec.resolution, data.name, len(data.train), len(data.minival),
+             "no" if data.test is None else len(data.test), proxy.epochs, folder, allocator_in_use())
     tcfg = proxy.train_config(cfg.seed)
     with handle_signals():
         result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m))

@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
+from effnas.allocator import in_use as allocator_in_use
 from effnas.config import as_config
 from effnas.evaluate import Evaluator
 from effnas.io import remove_stale_temp, write_table, write_text
@@ -200,8 +201,8 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     else:
         points = constrained_grid(grid, base, r0)
     log.info("scale-search: %d grid point%s (grid.mode=%s, |figure - %g| <= %g) from %s at %d px, "
-             "base %.2fM FLOPs", len(points), "" if len(points) == 1 else "s", grid.mode, grid.target,
-             grid.tol, settings.base.describe(), r0, base_flops / 1e6)
+             "base %.2fM FLOPs; memory allocator %s", len(points), "" if len(points) == 1 else "s", grid.mode,
+             grid.target, grid.tol, settings.base.describe(), r0, base_flops / 1e6, allocator_in_use())
     ratios = [p.flops_ratio for p in points if p.flops_ratio is not None]
     spread = f"; real FLOPs ratios to the base {min(ratios):.3f}-{max(ratios):.3f} (max/min {max(ratios) / min(ratios):.3f})" \
         if ratios else ""

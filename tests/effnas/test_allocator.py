@@ -16,6 +16,7 @@ from effnas import allocator
 
 INSTALLED = allocator.find_tcmalloc()  # .ci/run installs libtcmalloc-minimal4
 FAMILY = ["base=efficientnet-b0", "coefficients=paper", "max_phi=1"]  # a command that starts in a second
+VERBOSE = "hydra.verbose=effnas"  # the allocator line is logged at debug (stderr stays one line on errors)
 
 
 @pytest.mark.parametrize("value, expected", [(None, "auto"), ("", "auto"), ("TCmalloc", "tcmalloc"),
@@ -66,7 +67,7 @@ def _allocator_line(proc: subprocess.CompletedProcess) -> str:
 def test_console_script_runs_with_the_allocator_chosen(tmp_path: Path, choice: str):
     """The script starts again with tcmalloc preloaded (auto, where installed) and says which it
     trains with; with system it does not restart. Same output either way."""
-    proc = subprocess.run(["scale-family", *FAMILY, f"results_dir={tmp_path}"], cwd=tmp_path, env=_env(
+    proc = subprocess.run(["scale-family", *FAMILY, VERBOSE, f"results_dir={tmp_path}"], cwd=tmp_path, env=_env(
         **{allocator.ENV: choice}), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     used = "tcmalloc" if choice == "auto" and INSTALLED else "system"
@@ -81,7 +82,7 @@ def test_a_python_caller_is_never_restarted(tmp_path: Path):
     code = textwrap.dedent(f"""
         import sys
         print("caller ran", flush=True)
-        sys.argv = ["scale-family", *{FAMILY!r}, "results_dir={tmp_path}"]
+        sys.argv = ["scale-family", *{FAMILY!r}, {VERBOSE!r}, "results_dir={tmp_path}"]
         from effnas.scripts import scale_family
         scale_family()
     """)
