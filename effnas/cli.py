@@ -394,11 +394,12 @@ def run_app(config_name: str, task: Callable[[Any], int | None], argv: Sequence[
     @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)
     def _main(cfg: Any) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # again: launcher jobs are fresh processes
-        from .allocator import in_use
-
         # at debug (hydra.verbose=effnas): stderr stays one line on an error; the training commands'
-        # first progress line names the allocator too
-        log.debug("memory allocator: %s (EFFNAS_ALLOCATOR=%s)", in_use(), os.environ.get("EFFNAS_ALLOCATOR", "auto"))
+        # first progress line names the allocator too. /proc/self/maps is read only when it is shown.
+        if log.isEnabledFor(logging.DEBUG):
+            from .allocator import in_use
+
+            log.debug("memory allocator: %s (EFFNAS_ALLOCATOR=%s)", in_use(), os.environ.get("EFFNAS_ALLOCATOR", "auto"))
         code = _run_task(task, cfg)
         outcome["code"] = code
         if code:
