@@ -31,7 +31,9 @@ saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resume
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
 ``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
-stand-alone proxy runs are shared. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
+stand-alone proxy runs are shared. ``--supernet-seed N`` trains another supernet of the same
+setting (``evaluator.seed``); once the file holds several, the bench also prints each one's tau,
+their mean and spread, and the tau of their mean accuracy. ``--sensitivity`` scores the largest subnet with one op, skip or expansion choice of one stage
 changed at a time (which options the shared weights serve badly). ``--ceiling`` also trains the tau set with a second proxy seed:
 the tau of the proxy against itself, the most any evaluator can reach against it. ``--reference
 2x20000`` also trains the tau set stand-alone at that fidelity (epochs x images, ``--reference-seeds``
@@ -132,6 +134,26 @@ def _spread_text(s: dict) -> str:
             + ("" if s["sd_seed"] is None else f", between seeds {100 * s['sd_seed']:.2f}"))
 
 
+def seed_group(runs: Runs, config: dict, n_archs: int) -> list[tuple[str, list[float]]]:
+    """The tau set's accuracies of every supernet in ``runs`` trained with ``config`` but for its
+    seed (``--supernet-seed``), each as (its label, accuracies): how much a ranking owes to one
+    supernet's luck, and what their mean ranks. One entry a cached supernet (a cache version
+    bump makes another supernet of the same seed)."""
+    def setting(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k != "seed"}
+
+    group = []
+    for key, summary in sorted(runs.data["runs"].items()):
+        if not key.startswith("summary") or setting(summary.get("supernet", {})) != setting(config):
+            continue
+        tag = key.split("/", 1)[1]
+        rows = [runs.get(f"supernet/{tag}/{i}") for i in range(n_archs)]
+        if all(rows) and tag not in {t for t, _, _ in group}:
+            seed = summary["supernet"].get("seed")
+            group.append((tag, f"seed {'default' if seed is None else seed} ({tag[:6]})", [r["accuracy"] for r in rows]))
+    return [(label, accs) for _, label, accs in group]
+
+
 def retrain_key(cfg, arch: str, s: int) -> str:
     """The row of one stand-alone training of ``arch`` at ``cfg``'s fidelity with seed index ``s``
     (shared by the reference and the final re-trainings: one network is trained once a fidelity)."""
@@ -157,6 +179,8 @@ def main() -> None:
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--stage-distill", type=float, default=None, help="evaluator.stage_distill")
     ap.add_argument("--progressive", type=float, default=None, help="evaluator.progressive")
+    ap.add_argument("--supernet-seed", type=int, default=None,
+                    help="evaluator.seed: another supernet of the same setting (its weights, data order, subnets)")
     ap.add_argument("--recalibrate-batches", type=int, default=None, help="evaluator.recalibrate_batches")
     ap.add_argument("--eval-size", type=int, default=None, help="evaluator.eval_size (0: all of minival)")
     ap.add_argument("--sensitivity", action="store_true",
@@ -200,7 +224,7 @@ def main() -> None:
                                 "eval_size": 100} if smoke else {}))
     changes = {k: v for k, v in {"epochs": args.epochs, "train_size": args.train_size,
                                  "random_subnets": args.random_subnets, "stage_distill": args.stage_distill,
-                                 "progressive": args.progressive,
+                                 "progressive": args.progressive, "seed": args.supernet_seed,
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
     if args.no_distill:
         changes["distill"] = False
@@ -430,6 +454,14 @@ def main() -> None:
         for (what, option), accs in sorted(by_option.items()):
             print(f"  {what}={option}: mean {statistics.fmean(accs):.3f} over {len(accs)} stages "
                   f"(min {min(accs):.3f}, max {max(accs):.3f})")
+    group = seed_group(runs, dataclasses.asdict(sn_cfg), n_archs)
+    if len(group) > 1:
+        taus = [kendall_tau(accs, proxy_acc) for _, accs in group]
+        each = ", ".join(f"{label} {t:.3f}" for (label, _), t in zip(group, taus))
+        mean_acc = seed_means([accs for _, accs in group])
+        print(f"{len(group)} supernets of this setting: tau {each}; mean {statistics.fmean(taus):.3f} +- "
+              f"{statistics.stdev(taus):.3f}; their mean accuracy ranks at tau {kendall_tau(mean_acc, proxy_acc):.3f}"
+              + ("" if two_seeds is None else f" ({kendall_tau(mean_acc, two_seeds):.3f} against the two proxy seeds' mean)"))
     print(f"tau {tau_acc:.3f}, {speedup:.1f} x candidates/hour")
     if math.isnan(tau_acc):
         sys.exit(1)

@@ -41,7 +41,7 @@ __all__ = ["supernet_identity", "supernet_key", "load_or_train", "space_identity
 
 log = logging.getLogger("effnas")
 
-VERSION = 2  # bump when the supernet's layout or training changes what a cached file means
+VERSION = 3  # 3: initial weights seeded; bump when the supernet's layout or training changes what a cached file means
 
 
 def space_identity(space: SearchSpace) -> dict[str, Any]:
@@ -66,6 +66,14 @@ def supernet_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def initial_supernet(space: SearchSpace, proxy: ProxyConfig, seed: int) -> SuperNet:
+    """The untrained supernet of ``space``, its initial weights drawn from ``seed`` (not from the
+    process's global generator, which is left as it was): a key names one set of weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return SuperNet(space, bn_momentum=proxy.bn_momentum)
+
+
 def _load(net: SuperNet, path: Path) -> SuperNet:
     state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"])
@@ -82,7 +90,7 @@ def load_or_train(space: SearchSpace, data: DataSplits, identity: dict[str, Any]
     folder = Path(cache_dir).expanduser() / key
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / "supernet.pt"
-    net = SuperNet(space, bn_momentum=proxy.bn_momentum)
+    net = initial_supernet(space, proxy, seed)
     if final.exists():
         log.info("supernet: loaded %s (trained before)", final)
         return _load(net, final), final

@@ -64,7 +64,11 @@ class SupernetConfig(EvaluatorConfig):
     > 0 phases those options in: over that fraction of the training, a random subnet's op, skip and
     expansion choices keep to the nested options (MBConv, identity skip, expansion > 1) with a
     probability falling from 1 to 0 (uniform sampling only), then every choice is uniform. The recipe otherwise is the ``proxy`` group's
-    (optimizer, schedule, batch size, augmentation, BN momentum); ``lr`` null takes its rate."""
+    (optimizer, schedule, batch size, augmentation, BN momentum); ``lr`` null takes its rate. ``seed``
+draws the supernet's initial weights, its data order and its subnets (null: the study's
+``search.seed``, which also draws the train/minival split whatever ``seed`` says): another
+``seed`` trains another supernet of the same protocol, to see how much a ranking owes to one
+supernet's luck."""
 
     name: str = "supernet"
     epochs: int = rule(10, ge=1)                    # supernet training epochs
@@ -77,6 +81,7 @@ class SupernetConfig(EvaluatorConfig):
     progressive: float = rule(0.0, ge=0, le=1)      # training fraction that phases non-nested options in (0: off)
     recalibrate_batches: int = rule(5, ge=1)        # BN re-estimation batches per candidate
     eval_size: Optional[int] = rule(2000, ge=1)     # minival images per candidate (its first); null = all
+    seed: Optional[int] = rule(None, ge=0)          # its initial weights, data order and subnets; null: search.seed
     cache_dir: Optional[str] = None                 # null: <results_dir>/supernets
 
     def validate(self) -> None:
@@ -91,7 +96,13 @@ class SupernetConfig(EvaluatorConfig):
             tuple(k for k in _LATER if getattr(self, k))
         return {k: getattr(self, k) for k in keys}
 
+    def training_seed(self, study_seed: int) -> int:
+        """The seed the supernet is trained with (its cache key holds it)."""
+        return study_seed if self.seed is None else self.seed
+
     def protocol(self) -> dict[str, Any]:
         """What decides a trial's score: everything but where the cache lives (the settings added
-        later only where they are on: studies made before them resume unchanged)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "cache_dir" and (k not in _LATER or v)}
+        later only where they are on, ``seed`` only where set: studies made before them resume
+        unchanged)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k != "cache_dir" and (k not in _LATER or v) and (k != "seed" or v is not None)}

@@ -104,8 +104,10 @@ def supernet_evaluator(cfg: SupernetConfig, dataset: Any, proxy: ProxyConfig, sp
 
     train_data = data if cfg.train_size == proxy.train_size else \
         load_data(dataset, dataclasses.replace(proxy, train_size=cfg.train_size), seed)
-    identity = supernet_identity({**data_identity(dataset, train_data), "split_seed": seed}, space, proxy, cfg, seed)
-    net, path = load_or_train(space, train_data, identity, proxy, cfg, seed, cache_dir)
+    train_seed = cfg.training_seed(seed)
+    identity = supernet_identity({**data_identity(dataset, train_data), "split_seed": seed}, space, proxy, cfg,
+                                 train_seed)
+    net, path = load_or_train(space, train_data, identity, proxy, cfg, train_seed, cache_dir)
     scorer = SupernetEvaluator(net, data, cfg, proxy, seed, recal_data=train_data)
     scorer.path = path
     health = scorer.health = scorer.check(seed=seed)

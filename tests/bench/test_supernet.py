@@ -76,8 +76,27 @@ def test_spread_separates_networks_from_seed_noise(bench):
     (["--progressive", "2"], "evaluator.progressive must be a number >= 0 and <= 1, got 2.0"),
     (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
     (["--epochs", "0"], "evaluator.epochs must be an integer >= 1, got 0"),
+    (["--supernet-seed", "-3"], "evaluator.seed must be an integer >= 0, got -3"),
 ])
 def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, usage_error, tmp_path, args, words):
     out = tmp_path / "results"
     assert words in usage_error(bench, ["supernet.py", "--results", str(out), *args])
     assert not out.exists()
+
+
+def test_seed_group_collects_the_supernets_of_one_setting(bench, tmp_path):
+    # every cached supernet whose setting differs only by its seed, with the tau set's accuracies;
+    # another setting, a scoring setting or a supernet with rows missing is not one of them
+    from bench.common import Runs
+
+    runs = Runs(tmp_path / "supernet.json")
+    setting = {"epochs": 4, "distill": False, "recalibrate_batches": 5}
+    for tag, seed, cfg, accs in [("aaa-r5", None, setting, [0.5, 0.6]), ("bbb-r5", 1, setting, [0.6, 0.5]),
+                                 ("ccc-r5", None, {**setting, "distill": True}, [0.1, 0.2]),
+                                 ("ddd-r9", None, {**setting, "recalibrate_batches": 9}, [0.1, 0.2]),
+                                 ("eee-r5", 2, setting, [0.7])]:
+        runs.put(f"summary-tau/{tag}", {"supernet": {**cfg, "seed": seed}})
+        for i, acc in enumerate(accs):
+            runs.put(f"supernet/{tag}/{i}", {"arch": str(i), "accuracy": acc})
+    group = bench.seed_group(runs, {**setting, "seed": 1}, 2)
+    assert group == [("seed default (aaa-r5)", [0.5, 0.6]), ("seed 1 (bbb-r5)", [0.6, 0.5])]

@@ -4,6 +4,7 @@ that happens)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -61,3 +62,47 @@ def test_a_supernet_at_chance_is_a_warning_naming_the_way_out(toy, tmp_path, cap
     else:
         assert not warnings
         assert any("supernet: median 0.900 over 8 random subnets" in r.getMessage() for r in caplog.records)
+
+
+def test_evaluator_seed_trains_another_supernet_on_the_same_split(toy, tmp_path, monkeypatch):
+    """``evaluator.seed`` keys and trains another supernet (its initial weights, data order and
+    subnets); the split stays the study's; unset, the study's seed trains it and the protocol of
+    studies made before the setting is unchanged."""
+    import dataclasses
+
+    import effnas.supernet.cache as cache
+
+    monkeypatch.setattr(SupernetEvaluator, "accuracy", lambda self, spec: 0.5)
+    seeds = []
+    train = cache.train_supernet
+    monkeypatch.setattr(cache, "train_supernet", lambda net, data, cfg, proxy, seed, *a, **k:
+                        seeds.append(seed) or train(net, data, cfg, proxy, seed, *a, **k))
+    nets = {}
+    for name, cfg in {"default": toy["SUPERNET"], "seed 0": dataclasses.replace(toy["SUPERNET"], seed=0),
+                      "seed 5": dataclasses.replace(toy["SUPERNET"], seed=5)}.items():
+        nets[name] = supernet_evaluator(cfg, {"name": "toy", "root": None}, toy["PROXY"], toy["SPACE"],
+                                        toy["toy_data"](), 0, tmp_path)
+    assert seeds == [0, 5]  # seed 0 is the default's supernet: loaded, not trained again
+    assert nets["seed 0"].path == nets["default"].path != nets["seed 5"].path
+    ident = json.loads((nets["seed 5"].path.parent / "identity.json").read_text())
+    assert ident["seed"] == 5 and ident["data"]["split_seed"] == 0
+    assert any(not torch.equal(a, b) for a, b in zip(nets["default"].net.state_dict().values(),
+                                                     nets["seed 5"].net.state_dict().values()))
+    assert "seed" not in toy["SUPERNET"].protocol()
+    assert dataclasses.replace(toy["SUPERNET"], seed=0).protocol()["seed"] == 0
+
+
+def test_a_supernet_starts_from_its_seed_whatever_the_process_drew_before(toy):
+    from effnas.supernet.cache import initial_supernet
+
+    def weights(seed: int, noise: int) -> list[torch.Tensor]:
+        torch.manual_seed(noise)
+        torch.rand(noise + 1)  # what the process did before
+        before = torch.random.get_rng_state()
+        net = initial_supernet(toy["SPACE"], toy["PROXY"], seed)
+        assert torch.equal(torch.random.get_rng_state(), before)  # the process's generator is left as it was
+        return list(net.state_dict().values())
+
+    same = zip(weights(3, 1), weights(3, 2))
+    assert all(torch.equal(a, b) for a, b in same)
+    assert any(not torch.equal(a, b) for a, b in zip(weights(3, 1), weights(4, 1)))

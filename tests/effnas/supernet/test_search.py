@@ -111,7 +111,8 @@ def test_sigint_during_supernet_training_resumes_there(tmp_path):
 @pytest.mark.parametrize("arg, words", [("evaluator.epochs=0", "evaluator.epochs must be an integer >= 1"),
                                          ("evaluator=surrogate", "evaluator"),
                                          ("evaluator.distill=maybe", "evaluator.distill"),
-                                         ("evaluator.sampling=strict", "evaluator.sampling")])
+                                         ("evaluator.sampling=strict", "evaluator.sampling"),
+                                         ("evaluator.seed=-1", "evaluator.seed must be")])
 def test_bad_evaluator_settings_are_one_line(arg, words, capsys):
     from effnas.cli import run_app
 
