@@ -32,6 +32,14 @@ def kendall_tau(x: list[float], y: list[float]) -> float:
     return (conc - disc) / denom if denom else float("nan")
 
 
+def partial_tau(x: list[float], y: list[float], z: list[float]) -> float:
+    """Kendall's partial tau of ``x`` and ``y`` given ``z`` (Kendall 1942): how much ``x`` ranks
+    ``y`` beyond what both owe to ``z``; nan where ``z`` orders either completely or a side is constant."""
+    txy, txz, tyz = kendall_tau(x, y), kendall_tau(x, z), kendall_tau(y, z)
+    denom = ((1 - txz ** 2) * (1 - tyz ** 2)) ** 0.5
+    return (txy - txz * tyz) / denom if denom > 0 else float("nan")
+
+
 class Runs:
     """Every measured run, saved (atomically) after each one: an interrupted bench resumes.
 

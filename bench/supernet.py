@@ -70,7 +70,7 @@ import effnas.threads  # noqa: E402
 
 effnas.threads.configure()  # OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLIs do (inherited by the workers)
 
-from bench.common import Runs, kendall_tau  # noqa: E402
+from bench.common import Runs, kendall_tau, partial_tau  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -152,6 +152,22 @@ def seed_group(runs: Runs, config: dict, n_archs: int) -> list[tuple[str, list[f
             seed = summary["supernet"].get("seed")
             group.append((tag, f"seed {'default' if seed is None else seed} ({tag[:6]})", [r["accuracy"] for r in rows]))
     return [(label, accs) for _, label, accs in group]
+
+
+def plain_layers(spec) -> int:
+    """Layers without a shortcut (neither the identity residual nor the pool skip): what a network
+    of the skip choice's "none" stages has more of."""
+    return sum(st.shortcut(width, stride) is None for st in spec.stages for width, _, stride in st.layers())
+
+
+def baselines(specs: list, resolution: int) -> dict[str, list[float]]:
+    """Zero-cost predictors of a network's accuracy, each oriented so that higher should mean more
+    accurate: an evaluator is worth its cost where it ranks better than these."""
+    from search_space import count_flops, count_params
+
+    return {"FLOPs": [float(count_flops(s, resolution)) for s in specs],
+            "params": [float(count_params(s)) for s in specs],
+            "fewer plain layers": [-float(plain_layers(s)) for s in specs]}
 
 
 def retrain_key(cfg, arch: str, s: int) -> str:
@@ -332,6 +348,9 @@ def main() -> None:
              1 / data.num_classes, statistics.median(proxy_acc))
     tau_acc = kendall_tau(sn_acc, proxy_acc)
     tau_rew = kendall_tau([r["reward"] for r in sn_rows], [r["reward"] for r in proxy_rows[:n_archs]])
+    zero_cost = baselines(archs[:n_archs], proxy.resolution)
+    zero_tau = {name: kendall_tau(v, proxy_acc) for name, v in zero_cost.items()}
+    tau_beyond_plain = partial_tau(sn_acc, proxy_acc, zero_cost["fewer plain layers"])
 
     # 2c. a higher-fidelity stand-alone reference: what a re-ranking (or a longer search) would see
     reference = None
@@ -410,6 +429,7 @@ def main() -> None:
 
     summary = {"tau_accuracy": tau_acc, "tau_reward": tau_rew, "archs": n_archs,
                "supernet_median_accuracy": sn_median, "chance": 1 / data.num_classes,
+               "tau_zero_cost": zero_tau, "tau_given_plain_layers": tau_beyond_plain,
                "tau_proxy_vs_proxy": ceiling, "proxy_spread": proxy_spread, "reference": reference,
                "proxy_seconds_per_candidate": proxy_s, "supernet_seconds_per_candidate": sn_s,
                "supernet_train_seconds": train_seconds, "equal_wall_seconds": wall,
@@ -423,6 +443,9 @@ def main() -> None:
     print(f"supernet: trained in {train_seconds:.0f} s; {sn_s:.3f} s per candidate vs {proxy_s:.1f} s (proxy)")
     print(f"tau (reward) {tau_rew:.3f} over {n_archs} random architectures; supernet median accuracy "
           f"{sn_median:.3f} (chance {1 / data.num_classes:.3f})")
+    print("zero-cost baselines, tau against the proxy: "
+          + ", ".join(f"{name} {t:.3f}" for name, t in zero_tau.items())
+          + f"; the supernet beyond the plain-layer count (partial tau) {tau_beyond_plain:.3f}")
     if ceiling is not None:
         tau_mean = kendall_tau(sn_acc, two_seeds)
         print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f}; the supernet against "

@@ -45,3 +45,16 @@ def test_a_save_keeps_what_another_record_of_the_file_saved(Runs, tmp_path):
     first.put("a", 1)
     second.put("b", 2)  # opened before "a" was saved
     assert Runs(tmp_path / "r.json").data["runs"] == {"a": 1, "b": 2} == second.data["runs"]
+
+
+def test_partial_tau_removes_what_both_owe_to_a_third(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from bench.common import kendall_tau, partial_tau
+
+    z = [1, 1, 2, 2]                     # both sides rise with z ...
+    x = [1, 2, 3, 4]
+    agree, disagree = [1, 2, 3, 4], [2, 1, 4, 3]  # ... and within each level of z agree or disagree
+    assert kendall_tau(x, disagree) == pytest.approx(1 / 3)
+    assert partial_tau(x, disagree, z) == pytest.approx(-1.0)
+    assert partial_tau(x, agree, z) == pytest.approx(1.0)
+    assert partial_tau(x, agree, x) != partial_tau(x, agree, x)  # z orders x completely: nan
