@@ -375,6 +375,8 @@ def main() -> None:
                      "median_accuracy": statistics.median(mean),
                      "tau_supernet": kendall_tau(sn_acc, mean), "tau_proxy": kendall_tau(proxy_acc, mean),
                      "tau_flops": kendall_tau(flops, mean),
+                     "tau_plain_layers": kendall_tau(baselines(archs[:n_archs], proxy.resolution)["fewer plain layers"],
+                                                     mean),
                      "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None,
                      **spread(per_seed)}
 
@@ -453,7 +455,8 @@ def main() -> None:
     if reference is not None:
         print(f"reference ({reference['fidelity']}, {reference['seeds']} seeds, median accuracy "
               f"{reference['median_accuracy']:.3f}): tau of the supernet {reference['tau_supernet']:.3f}, of the "
-              f"proxy {reference['tau_proxy']:.3f}, of FLOPs {reference['tau_flops']:.3f}"
+              f"proxy {reference['tau_proxy']:.3f}, of FLOPs {reference['tau_flops']:.3f}, of the plain-layer "
+              f"count {reference['tau_plain_layers']:.3f}"
               + ("" if reference["tau_self"] is None else
                  f"; of the reference against itself (seed 1 vs 2) {reference['tau_self']:.3f}")
               + f"; {_spread_text(reference)}")
