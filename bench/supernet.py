@@ -29,7 +29,7 @@ On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 1
 Random search on both sides, so that the evaluators differ only in how they score. Every run is
 saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
-``--random-subnets``, ``--sampling fair``, ``--no-distill``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
+``--random-subnets``, ``--sampling fair``, ``--distill on|off``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
 stand-alone proxy runs are shared. ``--supernet-seed N`` trains another supernet of the same
 setting (``evaluator.seed``); once the file holds several, the bench also prints each one's tau,
@@ -191,7 +191,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="evaluator.epochs")
     ap.add_argument("--train-size", type=int, default=None, help="evaluator.train_size")
     ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
-    ap.add_argument("--no-distill", action="store_true", help="evaluator.distill=false")
+    ap.add_argument("--distill", choices=("on", "off"), default=None,
+                    help="evaluator.distill (in-place distillation; off by default)")
+    ap.add_argument("--no-distill", action="store_true", help="the same as --distill off")
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--stage-distill", type=float, default=None, help="evaluator.stage_distill")
     ap.add_argument("--progressive", type=float, default=None, help="evaluator.progressive")
@@ -242,8 +244,8 @@ def main() -> None:
                                  "random_subnets": args.random_subnets, "stage_distill": args.stage_distill,
                                  "progressive": args.progressive, "seed": args.supernet_seed,
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
-    if args.no_distill:
-        changes["distill"] = False
+    if args.distill is not None or args.no_distill:
+        changes["distill"] = args.distill == "on" and not args.no_distill
     if args.sampling is not None:
         changes["sampling"] = args.sampling
     if args.eval_size is not None:

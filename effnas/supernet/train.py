@@ -1,4 +1,4 @@
-"""Training the supernet: the sandwich rule with in-place distillation, resumable per epoch.
+"""Training the supernet: the sandwich rule with stage-wise feature distillation, resumable per epoch.
 
 Each step trains, on one batch, the largest subnet (hard labels), the smallest and
 ``random_subnets`` random ones (BigNAS's sandwich rule: the extremes bound every subnet, so
@@ -6,7 +6,9 @@ training them lifts the whole space), and sums their gradients into one optimize
 ``distill`` the others learn the largest's soft predictions of the same batch (in-place
 distillation: no teacher to train first, and the small subnets see a smoother target). With
 ``stage_distill`` each random subnet's stages also learn the largest's stage outputs from its
-stage inputs (:func:`_stage_loss`); with ``progressive`` the random subnets keep to the nested
+stage inputs (:func:`_stage_loss`) -- the default, without ``distill``: in the spaces where it
+could be measured this ranked networks better (``bench/supernet.py``; README "A weight-sharing
+evaluator"); with ``progressive`` the random subnets keep to the nested
 options with a probability that falls from 1 to 0 over that fraction of the steps.
 
 The random subnets' own loss (hard labels) is recorded beside the largest's (``random_loss`` in

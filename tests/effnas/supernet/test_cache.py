@@ -59,7 +59,7 @@ def test_same_protocol_same_key_other_protocol_other_key(toy):
         "proxy recipe": toy["identity"](data, proxy=dataclasses.replace(toy["PROXY"], lr=0.05)),
         "resolution": toy["identity"](data, proxy=dataclasses.replace(toy["PROXY"], resolution=64)),
         "supernet epochs": toy["identity"](data, supernet=dataclasses.replace(toy["SUPERNET"], epochs=3)),
-        "distillation": toy["identity"](data, supernet=dataclasses.replace(toy["SUPERNET"], distill=False)),
+        "distillation": toy["identity"](data, supernet=dataclasses.replace(toy["SUPERNET"], distill=True)),
         "space": toy["identity"](data, space=type(toy["SPACE"]).from_config({}, num_classes=10, in_channels=1)),
         "seed": toy["identity"](data, seed=1),
     }

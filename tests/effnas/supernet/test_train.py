@@ -66,15 +66,16 @@ def test_stage_loss_pulls_a_subnet_towards_the_largest(toy):
 @pytest.mark.parametrize("setting, value", [("stage_distill", 1.0), ("progressive", 0.5)])
 def test_a_later_setting_trains_other_weights_and_is_keyed_only_when_on(toy, tmp_path, setting, value):
     on = dataclasses.replace(toy["SUPERNET"], **{setting: value})
+    off = dataclasses.replace(toy["SUPERNET"], **{setting: 0.0})
     nets = {}
-    for name, cfg in {"off": toy["SUPERNET"], "on": on}.items():
+    for name, cfg in {"off": off, "on": on}.items():
         torch.manual_seed(0)
         nets[name] = SuperNet(toy["SPACE"])
         train_supernet(nets[name], toy["toy_data"](), cfg, toy["PROXY"], 0, tmp_path / f"{name}.pt")
     assert any(not torch.equal(a, b) for a, b in zip(nets["off"].state_dict().values(),
                                                      nets["on"].state_dict().values()))
-    assert setting not in SupernetConfig().training_settings()  # caches from before keep their keys
-    assert setting not in SupernetConfig().protocol()           # studies from before resume
+    assert setting not in off.training_settings()  # caches from before keep their keys
+    assert setting not in off.protocol()           # studies from before resume (with the setting off)
     assert on.training_settings()[setting] == value == on.protocol()[setting]
 
 
