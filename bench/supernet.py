@@ -324,7 +324,7 @@ def main() -> None:
                 runs.put(key, row)
                 log.info("proxy, second seed %d/%d: acc %.4f", i + 1, n_archs, row["accuracy"])
             again.append(row["accuracy"])
-        ceiling = kendall_tau(again, proxy_acc)
+        ceiling = kendall_tau(again, proxy_acc)  # the proxy's second seed against its first
         two_seeds = seed_means([proxy_acc, again])
         proxy_spread = spread([proxy_acc, again])
 
@@ -452,8 +452,9 @@ def main() -> None:
           + f"; the supernet beyond the plain-layer count (partial tau) {tau_beyond_plain:.3f}")
     if ceiling is not None:
         tau_mean = kendall_tau(sn_acc, two_seeds)
-        print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f}; the supernet against "
-              f"the mean of the two proxy seeds {tau_mean:.3f}; the proxy's {_spread_text(proxy_spread)}")
+        print(f"ceiling: tau of the proxy against itself (second seed) {ceiling:.3f} (beyond the plain-layer count, "
+              f"partial tau {partial_tau(again, proxy_acc, zero_cost['fewer plain layers']):.3f}); the supernet "
+              f"against the mean of the two proxy seeds {tau_mean:.3f}; the proxy's {_spread_text(proxy_spread)}")
     if reference is not None:
         print(f"reference ({reference['fidelity']}, {reference['seeds']} seeds, median accuracy "
               f"{reference['median_accuracy']:.3f}): tau of the supernet {reference['tau_supernet']:.3f}, of the "
