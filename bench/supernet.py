@@ -377,8 +377,7 @@ def main() -> None:
                      "median_accuracy": statistics.median(mean),
                      "tau_supernet": kendall_tau(sn_acc, mean), "tau_proxy": kendall_tau(proxy_acc, mean),
                      "tau_flops": kendall_tau(flops, mean),
-                     "tau_plain_layers": kendall_tau(baselines(archs[:n_archs], proxy.resolution)["fewer plain layers"],
-                                                     mean),
+                     "tau_plain_layers": kendall_tau(zero_cost["fewer plain layers"], mean),
                      "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None,
                      **spread(per_seed)}
 

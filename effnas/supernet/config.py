@@ -65,14 +65,13 @@ class SupernetConfig(EvaluatorConfig):
     expansion choices keep to the nested options (MBConv, identity skip, expansion > 1) with a
     probability falling from 1 to 0 (uniform sampling only), then every choice is uniform. The recipe otherwise is the ``proxy`` group's
     (optimizer, schedule, batch size, augmentation, BN momentum); ``lr`` null takes its rate. The
-defaults (``distill`` off, ``stage_distill`` 10) are the setting that ranked best where a ranking
-could be measured: four supernets of each in a space with the skip choice, Kendall tau against the
-proxy 0.40 +- 0.10 vs 0.15 +- 0.10 with in-place distillation alone (README "A weight-sharing
-evaluator"). ``seed``
-draws the supernet's initial weights, its data order and its subnets (null: the study's
-``search.seed``, which also draws the train/minival split whatever ``seed`` says): another
-``seed`` trains another supernet of the same protocol, to see how much a ranking owes to one
-supernet's luck."""
+    defaults (``distill`` off, ``stage_distill`` 10) are the setting that ranked best where a ranking
+    could be measured: four supernets of each in a space with the skip choice, Kendall tau against
+    the proxy 0.40 +- 0.10 vs 0.15 +- 0.10 with in-place distillation alone (README "A
+    weight-sharing evaluator"). ``seed`` draws the supernet's initial weights, its data order and
+    its subnets (null: the study's ``search.seed``, which also draws the train/minival split whatever
+    ``seed`` says): another ``seed`` trains another supernet of the same protocol, to see how much a
+    ranking owes to one supernet's luck."""
 
     name: str = "supernet"
     epochs: int = rule(10, ge=1)                    # supernet training epochs
