@@ -16,8 +16,9 @@ depths as in the default space -- and adds back one of the MnasNet space's other
 * ``noskip``: the ``none`` skip (a stage without residual connections);
 * ``full``: the default space (all of them).
 
-Each variant trains its own supernet with the evaluator's training (the sandwich rule, in-place
-distillation, the proxy recipe; ``--epochs`` on ``--train-size`` Fashion-MNIST images; cached
+Each variant trains its own supernet with the evaluator's training as it was when this bench was
+measured (the sandwich rule, in-place distillation, no stage-wise distillation: the bench's
+defaults, the evaluator's before 2026-12-02; ``--distill off --stage-distill 10`` is today's), the proxy recipe; ``--epochs`` on ``--train-size`` Fashion-MNIST images; cached
 under ``<results>/cache``, so a rerun loads it), then scores ``--subnets`` random subnets (seeded,
 uniform over the variant's space), the largest and the smallest: inherited weights, BN
 re-estimated, minival accuracy, as ``nas-search evaluator=supernet`` scores a trial. It also
@@ -102,8 +103,9 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=5000, help="evaluator.train_size")
     ap.add_argument("--subnets", type=int, default=16, help="random subnets scored per variant")
     ap.add_argument("--stage-distill", type=float, default=0.0,
-                    help="evaluator.stage_distill of every variant's supernet (0: off, the default)")
-    ap.add_argument("--distill", choices=("on", "off"), default="on", help="evaluator.distill")
+                    help="evaluator.stage_distill of every variant's supernet (0: off, this bench's default)")
+    ap.add_argument("--distill", choices=("on", "off"), default="on",
+                    help="evaluator.distill (on: this bench's default)")
     ap.add_argument("--random-subnets", type=int, default=2, help="evaluator.random_subnets (sandwich rule)")
     ap.add_argument("--progressive", type=float, default=0.0,
                     help="evaluator.progressive of every variant's supernet (0: off, the default)")
