@@ -154,12 +154,6 @@ def seed_group(runs: Runs, config: dict, n_archs: int) -> list[tuple[str, list[f
     return [(label, accs) for _, label, accs in group]
 
 
-def plain_layers(spec) -> int:
-    """Layers without a shortcut (neither the identity residual nor the pool skip): what a network
-    of the skip choice's "none" stages has more of."""
-    return sum(st.shortcut(width, stride) is None for st in spec.stages for width, _, stride in st.layers())
-
-
 def baselines(specs: list, resolution: int) -> dict[str, list[float]]:
     """Zero-cost predictors of a network's accuracy, each oriented so that higher should mean more
     accurate: an evaluator is worth its cost where it ranks better than these."""
@@ -167,7 +161,7 @@ def baselines(specs: list, resolution: int) -> dict[str, list[float]]:
 
     return {"FLOPs": [float(count_flops(s, resolution)) for s in specs],
             "params": [float(count_params(s)) for s in specs],
-            "fewer plain layers": [-float(plain_layers(s)) for s in specs]}
+            "fewer plain layers": [-float(s.plain_layers) for s in specs]}
 
 
 def retrain_key(cfg, arch: str, s: int) -> str:

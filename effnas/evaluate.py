@@ -114,7 +114,8 @@ class Evaluator:
         seed = self.seed + trial.number if seed is None else seed
         flops, params = count_flops(spec, res), count_params(spec)
         arch = spec.to_string()
-        set_user_attrs(trial, {"arch": arch, "flops": flops, "params": params, "seed": seed, "resolution": res,
+        set_user_attrs(trial, {"arch": arch, "flops": flops, "params": params, "plain_layers": spec.plain_layers,
+                               "seed": seed, "resolution": res,
                                **(extra_attrs or {})})
         if self.dedupe:  # the arch is recorded first: of two workers racing, the later trial yields
             twin = self._twin(trial, arch)

@@ -72,6 +72,7 @@ TRIALS = Table("trials", {
     "accuracy": "float64",
     "flops": "Int64",
     "params": "Int64",
+    "plain_layers": "Int64",    # layers without a shortcut (what a short proxy run penalises most)
     "latency_ms": "float64",
     "arch": "string",
     "epochs": "Int64",

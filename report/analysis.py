@@ -13,7 +13,7 @@ import pandas as pd
 from .load import CHOICE_COLUMN, as_choice, load_results
 
 __all__ = ["pareto_front", "leaderboard", "summarize", "param_importances", "ped_anova", "reevaluations",
-           "search_mask"]
+           "search_mask", "accuracy_follows", "FOLLOWS"]
 
 
 def search_mask(df: pd.DataFrame) -> np.ndarray:
@@ -67,6 +67,36 @@ def reevaluations(df: pd.DataFrame) -> pd.DataFrame:
 
 def _numeric(s: pd.Series) -> pd.Series:
     return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+# what a trial's accuracy may follow besides the choices themselves: column -> its name in the report
+FOLLOWS = {"flops": "FLOPs", "params": "params", "plain_layers": "layers without a shortcut"}
+
+
+def accuracy_follows(df: pd.DataFrame, min_trials: int = 5) -> pd.Series | None:
+    """Spearman's rank correlation between the accuracy of the COMPLETE search trials and each of
+    :data:`FOLLOWS` (a column missing or constant is left out). On a short proxy run in a space with
+    the skip choice, the count of layers without a shortcut can rank accuracies as well as the proxy
+    ranks itself: where it leads, the search's reward follows trainability in few steps more than the
+    network's size. None when fewer than ``min_trials`` trials have an accuracy."""
+    done = complete(df)
+    if "accuracy" not in done.columns:
+        return None
+    acc = _numeric(done["accuracy"])
+    out = {}
+    for col, name in FOLLOWS.items():
+        if col not in done.columns:
+            continue
+        x = _numeric(done[col])
+        both = acc.notna() & x.notna()
+        if int(both.sum()) < min_trials or x[both].nunique() < 2 or acc[both].nunique() < 2:
+            continue
+        out[name] = float(acc[both].rank().corr(x[both].rank()))  # Spearman: Pearson of the ranks
+    if not out:
+        return None
+    series = pd.Series(out, dtype="float64")
+    series.attrs["trials"] = int(acc.notna().sum())
+    return series
 
 
 def pareto_front(df: pd.DataFrame, maximize: str = "accuracy", minimize: str = "flops") -> pd.DataFrame:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from effnas.io import write_text
 
-from .analysis import complete, leaderboard, pareto_front, param_importances, reevaluations, summarize, to_float
+from .analysis import (FOLLOWS, accuracy_follows, complete, leaderboard, pareto_front, param_importances, reevaluations,
+                       summarize, to_float)
 from .format import Doc, flops_scale, fmt, fmt_duration, generic_table, pct_scale, trial_table
 from .load import ReportError, find_results, first_line, load_file, results_file
 from .plots import (plot_comparison, plot_family, plot_grid, plot_grid_scatter, plot_history, plot_importance,
@@ -166,6 +167,16 @@ def _trials_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: in
         doc.heading("Pareto front (accuracy up, FLOPs down; complete trials)")
         ft = trial_table(front, df)
         doc.table(ft, ft.drop(columns=["arch"], errors="ignore"))
+    follows = accuracy_follows(df)
+    if follows is not None:
+        doc.heading(f"What the accuracy follows (Spearman rank correlation, {follows.attrs['trials']} complete trials)")
+        doc.line("- " + ", ".join(f"{name} {rho:+.2f}" for name, rho in follows.items()))
+        plain = follows.get(FOLLOWS["plain_layers"])
+        size = max((abs(follows[n]) for n in (FOLLOWS["flops"], FOLLOWS["params"]) if n in follows), default=0.0)
+        if plain is not None and plain < 0 and abs(plain) > size:
+            doc.note("accuracy follows the count of layers without a shortcut more than the network's size: the "
+                     "proxy rewards networks that train fast in few steps (README: 'And a count ranks the proxy "
+                     "better than any supernet')")
     if not plots:
         return
     doc.heading("Plots")

@@ -246,6 +246,13 @@ class ArchSpec:
     def last_filters(self) -> int:
         return self.stages[-1].out_filters
 
+    @property
+    def plain_layers(self) -> int:
+        """Layers without a shortcut (neither the identity residual nor the pool skip). On a short
+        proxy run this count alone ranks networks of a space with the skip choice about as well as
+        the proxy ranks itself (README: "And a count ranks the proxy better than any supernet")."""
+        return sum(s.shortcut(cin, stride) is None for s in self.stages for cin, _, stride in s.layers())
+
     def network_key(self) -> tuple:
         """The network this spec builds, as a hashable value: two specs with equal keys build the
         same model (same modules in the same order, same shortcuts, same drop-connect rates).

@@ -74,12 +74,13 @@ def test_cli_writes_trials_and_best(first_run):
     assert set(pq["state"]) == {"COMPLETE"}
     # same data in both files
     assert list(csv.columns) == list(pq.columns)
-    for col in ("number", "reward", "accuracy", "flops", "params", "arch", "worker", "seed"):
+    for col in ("number", "reward", "accuracy", "flops", "params", "plain_layers", "arch", "worker", "seed"):
         assert list(csv[col].astype(str)) == list(pq[col].astype(str)), col
     # the numbers are what the formulas say, for the arch that was trained
     for _, row in pq.iterrows():
         spec = ArchSpec.from_string(row["arch"])
         assert row["flops"] == count_flops(spec) and row["params"] == count_params(spec)
+        assert row["plain_layers"] == spec.plain_layers
         assert 0 <= row["accuracy"] <= 1 and row["train_seconds"] > 0 and row["epochs"] == 1
     # the warm start put EfficientNet-B0 first
     assert pq.loc[0, "s6_filters"] == 192 and pq.loc[0, "s1_expand"] == 1

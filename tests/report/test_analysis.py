@@ -14,6 +14,7 @@ import pytest
 from effnas.io import write_table
 from effnas.results import TRIALS
 from report import leaderboard, load_results, param_importances, pareto_front, summarize
+from report.analysis import accuracy_follows
 from report.load import CHOICE_COLUMN
 
 # ------------------------------------------------------------------------------ Pareto front
@@ -233,3 +234,27 @@ def test_report_shows_the_reevaluation_and_the_selected_trial(tmp_path: Path) ->
     section = rep.text.split("Top-k re-evaluation")[1].split("Leaderboard")[0]
     rows = [line.split() for line in section.splitlines() if line.strip()[:1].isdigit()]
     assert [r[1] for r in rows] == ["2", "1"] and rows[0][4] == "0.8900" and rows[1][4] == "0.8500"
+
+
+# ------------------------------------------------------------------------------ what accuracy follows
+
+
+def test_accuracy_follows_ranks_accuracy_against_size_and_plain_layers() -> None:
+    df = pd.DataFrame({
+        "number": range(8),
+        "state": ["COMPLETE"] * 7 + ["PRUNED"],
+        "accuracy": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.99],
+        "flops": [1, 3, 2, 5, 4, 7, 6, 1],             # mostly rising while accuracy falls
+        "params": [5, 5, 5, 5, 5, 5, 5, 1],           # constant over the complete trials: left out
+        "plain_layers": [0, 1, 2, 3, 4, 5, 6, 0],     # every extra plain layer costs accuracy
+        "duplicate_of": [None] * 8,
+    })
+    out = accuracy_follows(df)
+    assert out.attrs["trials"] == 7 and list(out.index) == ["FLOPs", "layers without a shortcut"]
+    assert out["layers without a shortcut"] == pytest.approx(-1.0)
+    assert out["FLOPs"] == pytest.approx(-(1 - 6 * 6 / (7 * 48)))  # Spearman: two swapped pairs, d^2 = 6
+    # a repeated architecture's copied result is not a measurement; too few trials: nothing to say
+    dup = df.assign(duplicate_of=[None] * 6 + [0, None])
+    assert accuracy_follows(dup).attrs["trials"] == 6
+    assert accuracy_follows(df.head(4)) is None
+    assert accuracy_follows(df.drop(columns=["flops", "plain_layers"])) is None

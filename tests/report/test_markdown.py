@@ -78,3 +78,18 @@ def test_selected_cell(selected, cell) -> None:
     from report.markdown import _selected_cell
 
     assert _selected_cell(selected) == cell
+
+
+@pytest.mark.parametrize("plain_costs, noted", [(True, True), (False, False)])
+def test_report_says_what_the_accuracy_follows(tmp_path: Path, plain_costs: bool, noted: bool) -> None:
+    from effnas.results import TRIALS
+
+    rows = [dict(number=i, state="COMPLETE", reward=0.5, flops=1_000_000 + 1000 * (i * 7 % 12),
+                 params=2_000_000 + i, plain_layers=i % 6,
+                 accuracy=(0.9 - 0.05 * (i % 6)) if plain_costs else 0.5 + 0.01 * i) for i in range(12)]
+    write_table(TRIALS.frame(rows), tmp_path / "study", "trials")
+    rep = make_report(tmp_path / "study", plots=False, write=False)
+    assert "What the accuracy follows (Spearman rank correlation, 12 complete trials)" in rep.text
+    line = next(l for l in rep.text.splitlines() if "layers without a shortcut" in l and "FLOPs" in l)
+    assert ("layers without a shortcut -1.00" in line) is plain_costs
+    assert ("the proxy rewards networks that train fast in few steps" in rep.text) is noted

@@ -237,3 +237,14 @@ def test_convenience_properties():
     assert spec.num_blocks == 16
     assert spec.last_filters == 320
     assert [s.repeats for s in spec.stages] == [1, 2, 2, 3, 3, 4, 1]
+
+
+def test_plain_layers_counts_the_layers_without_a_shortcut():
+    # B0: the first layer of each of its 7 stages changes the width, so it has no residual; a
+    # stage of 3 with its skip off adds its other 2; the pool skip gives the 7 first layers one
+    spec = b0()
+    assert spec.plain_layers == 7
+    off = spec.replace(stages=tuple(dataclasses.replace(s, id_skip=False) if i == 3 else s for i, s in enumerate(spec.stages)))
+    assert spec.stages[3].repeats == 3 and off.plain_layers == 9
+    pooled = spec.replace(stages=tuple(dataclasses.replace(s, pool_skip=True) for s in spec.stages))
+    assert pooled.plain_layers == 0
