@@ -467,6 +467,8 @@ def main() -> None:
     proxy = [row["proxy_accuracy"] for row in table]
     final = [row["accs"][0] for row in table]  # seed 0: every network has it (the tau-extra ones only it)
     tau = kendall_tau(proxy, final)
+    plain = [-float(ArchSpec.from_string(row["arch"]).plain_layers) for row in table]  # fewer is better
+    tau_plain = kendall_tau(plain, final)  # the zero-cost count of layers without a shortcut, for comparison
 
     # output -----------------------------------------------------------------------------------
     lines = ["| network | params | MFLOPs | px | proxy acc (1 epoch) | proxy run | test acc mean ± sd | seeds |",
@@ -476,7 +478,8 @@ def main() -> None:
                      f"{row['proxy_accuracy']:.4f} | {row['proxy_source']} | {row['mean']:.4f} ± {row['sd']:.4f} | "
                      f"{len(row['accs'])} |")
     text = "\n".join(lines) + (f"\n\nKendall tau (1-epoch proxy accuracy vs full-protocol test accuracy of seed 0, "
-                               f"{len(table)} networks): {tau:.3f}\n")
+                               f"{len(table)} networks): {tau:.3f}; of the count of layers without a shortcut "
+                               f"(fewer is better; zero cost): {tau_plain:.3f}\n")
     (out / "pipeline.md").write_text(text)
     _plot(table, out / "pipeline.png")
     print(text)
