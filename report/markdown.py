@@ -174,9 +174,9 @@ def _trials_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: in
         plain = follows.get(FOLLOWS["plain_layers"])
         size = max((abs(follows[n]) for n in (FOLLOWS["flops"], FOLLOWS["params"]) if n in follows), default=0.0)
         if plain is not None and plain < 0 and abs(plain) > size:
-            doc.note("accuracy follows the count of layers without a shortcut more than the network's size: the "
-                     "proxy rewards networks that train fast in few steps (README: 'And a count ranks the proxy "
-                     "better than any supernet')")
+            doc.note("accuracy follows the count of layers without a shortcut more than the network's size: "
+                     "the search's scores favour networks that train fast in few steps (README: 'And a count "
+                     "ranks the proxy better than any supernet')")
     if not plots:
         return
     doc.heading("Plots")

@@ -92,4 +92,4 @@ def test_report_says_what_the_accuracy_follows(tmp_path: Path, plain_costs: bool
     assert "What the accuracy follows (Spearman rank correlation, 12 complete trials)" in rep.text
     line = next(l for l in rep.text.splitlines() if "layers without a shortcut" in l and "FLOPs" in l)
     assert ("layers without a shortcut -1.00" in line) is plain_costs
-    assert ("the proxy rewards networks that train fast in few steps" in rep.text) is noted
+    assert ("the search's scores favour networks that train fast in few steps" in rep.text) is noted
