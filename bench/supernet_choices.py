@@ -18,7 +18,8 @@ depths as in the default space -- and adds back one of the MnasNet space's other
 
 Each variant trains its own supernet with the evaluator's training as it was when this bench was
 measured (the sandwich rule, in-place distillation, no stage-wise distillation: the bench's
-defaults, the evaluator's before 2026-12-02; ``--distill off --stage-distill 10`` is today's), the proxy recipe; ``--epochs`` on ``--train-size`` Fashion-MNIST images; cached
+defaults, the evaluator's before 2026-12-02; ``--distill off --stage-distill 10`` is today's; the
+proxy recipe; ``--epochs`` on ``--train-size`` Fashion-MNIST images; cached
 under ``<results>/cache``, so a rerun loads it), then scores ``--subnets`` random subnets (seeded,
 uniform over the variant's space), the largest and the smallest: inherited weights, BN
 re-estimated, minival accuracy, as ``nas-search evaluator=supernet`` scores a trial. It also

@@ -6,10 +6,10 @@ training them lifts the whole space), and sums their gradients into one optimize
 ``distill`` the others learn the largest's soft predictions of the same batch (in-place
 distillation: no teacher to train first, and the small subnets see a smoother target). With
 ``stage_distill`` each random subnet's stages also learn the largest's stage outputs from its
-stage inputs (:func:`_stage_loss`) -- the default, without ``distill``: in the spaces where it
-could be measured this ranked networks better (``bench/supernet.py``; README "A weight-sharing
-evaluator"); with ``progressive`` the random subnets keep to the nested
-options with a probability that falls from 1 to 0 over that fraction of the steps.
+stage inputs (:func:`_stage_loss`) -- the default, without ``distill``: in the one space where a
+ranking could be measured this ranked networks better (``bench/supernet.py``; README "A
+weight-sharing evaluator"); with ``progressive`` the random subnets keep to the nested options with
+a probability that falls from 1 to 0 over that fraction of the steps.
 
 The random subnets' own loss (hard labels) is recorded beside the largest's (``random_loss`` in
 the history, and in the progress lines): the largest and the smallest can train well while every
