@@ -142,16 +142,16 @@ def seed_group(runs: Runs, config: dict, n_archs: int) -> list[tuple[str, list[f
     def setting(cfg: dict) -> dict:
         return {k: v for k, v in cfg.items() if k != "seed"}
 
-    group = []
+    group: dict[str, tuple[str, list[float]]] = {}  # by tag: a supernet's summary and summary-tau rows are one
     for key, summary in sorted(runs.data["runs"].items()):
         if not key.startswith("summary") or setting(summary.get("supernet", {})) != setting(config):
             continue
         tag = key.split("/", 1)[1]
         rows = [runs.get(f"supernet/{tag}/{i}") for i in range(n_archs)]
-        if all(rows) and tag not in {t for t, _, _ in group}:
+        if all(rows) and tag not in group:
             seed = summary["supernet"].get("seed")
-            group.append((tag, f"seed {'default' if seed is None else seed} ({tag[:6]})", [r["accuracy"] for r in rows]))
-    return [(label, accs) for _, label, accs in group]
+            group[tag] = (f"seed {'default' if seed is None else seed} ({tag[:6]})", [r["accuracy"] for r in rows])
+    return list(group.values())
 
 
 def baselines(specs: list, resolution: int) -> dict[str, list[float]]:
@@ -366,11 +366,10 @@ def main() -> None:
         per_seed = [[runs.get(retrain_key(ref_cfg, arch, s))["accuracy"] for arch in tau_set]
                     for s in range(args.reference_seeds)]
         mean = seed_means(per_seed)
-        flops = [float(count_flops(spec, proxy.resolution)) for spec in archs[:n_archs]]
         reference = {"fidelity": f"{epochs}x{images}", "seeds": args.reference_seeds, "accuracy": per_seed,
                      "median_accuracy": statistics.median(mean),
                      "tau_supernet": kendall_tau(sn_acc, mean), "tau_proxy": kendall_tau(proxy_acc, mean),
-                     "tau_flops": kendall_tau(flops, mean),
+                     "tau_flops": kendall_tau(zero_cost["FLOPs"], mean),
                      "tau_plain_layers": kendall_tau(zero_cost["fewer plain layers"], mean),
                      "tau_self": kendall_tau(per_seed[0], per_seed[1]) if len(per_seed) > 1 else None,
                      **spread(per_seed)}
