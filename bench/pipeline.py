@@ -106,10 +106,15 @@ class Trainer:
     the configs' ``threads`` threads each (two one-thread trainings side by side use two cores better than one
     two-thread training), saving each result as it finishes, with progress and an ETA. Ctrl-C or
     SIGTERM stops the workers; what finished is kept (run the bench again to resume). ``dataset``
-    is the ``dataset`` config every training reads (default: Debian's Fashion-MNIST)."""
+    is the ``dataset`` config every training reads (default: Debian's Fashion-MNIST). With
+    ``checkpoints`` (a folder) every training of more than one epoch saves itself there after each
+    epoch, so a stopped or killed bench loses at most an epoch a running training (a b3 network
+    trains for hours); a checkpoint is removed once its result is in pipeline.json."""
 
-    def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float, dataset: dict | None = None) -> None:
-        self.runs, self.configs = runs, {"full": full, "proxy": proxy, "dataset": dataset or DATASET}
+    def __init__(self, runs: Runs, full, proxy, *, jobs: int, started: float, dataset: dict | None = None,
+                 checkpoints: Path | None = None) -> None:
+        self.runs, self.configs = runs, {"full": full, "proxy": proxy, "dataset": dataset or DATASET,
+                                         "checkpoints": None if checkpoints is None else str(checkpoints)}
         self.jobs, self.started = jobs, started
 
     def run(self, jobs: list[Job]) -> None:
@@ -147,6 +152,9 @@ class Trainer:
         def finished(job: Job, run: dict) -> None:
             nonlocal done, done_cost
             self.runs.put(job.key, run)
+            ckpt = _checkpoint(job, self.configs)
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)
             for twin in twins[(job.kind == "proxy", job.arch, str(job.seed))]:
                 self.runs.put(twin.key, run)
             done += 1
@@ -194,6 +202,15 @@ def _worker_init(threads: int) -> None:
 _DATA: dict = {}
 
 
+def _checkpoint(job: Job, configs: dict) -> Path | None:
+    """Where ``job`` saves itself after every epoch (None: no checkpoints, or a one-epoch job)."""
+    import hashlib
+
+    if configs.get("checkpoints") is None or configs[job.kind].epochs < 2:
+        return None
+    return Path(configs["checkpoints"]) / f"{hashlib.sha1(job.key.encode()).hexdigest()[:16]}.pt"
+
+
 def _train_job(job: Job, configs: dict) -> dict:
     from effnas.task import load_data
     from effnas.train import train_and_evaluate
@@ -205,11 +222,13 @@ def _train_job(job: Job, configs: dict) -> dict:
     if key not in _DATA:
         _DATA[key] = load_data(configs["dataset"], cfg, 0, resolution=spec.resolution, test=full)
     data = _DATA[key]
+    ckpt = _checkpoint(job, configs)
     if not full:
-        res = train_and_evaluate(spec, data, cfg.train_config(job.seed))
+        res = train_and_evaluate(spec, data, cfg.train_config(job.seed), checkpoint=ckpt)
         return {"accuracy": res.accuracy, "seconds": res.train_seconds}
     # the full protocol reports only the final test accuracy: no validation between epochs
-    res = train_and_evaluate(spec, data, cfg.train_config(job.seed), eval_split="test", validate_every_epoch=False)
+    res = train_and_evaluate(spec, data, cfg.train_config(job.seed), eval_split="test", validate_every_epoch=False,
+                             checkpoint=ckpt)
     return {"test_accuracy": res.accuracy, "seconds": res.train_seconds}
 
 
@@ -382,7 +401,7 @@ def main() -> None:
     full = ProxyConfig(epochs=1 if smoke else args.epochs, train_size=2000 if smoke else None,
                        bn_recalibrate_batches=10, threads=threads, **({"minival_size": 500} if smoke else {}))
     proxy_cfg = ProxyConfig(**tiny, threads=threads)
-    trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, started=started)
+    trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, started=started, checkpoints=out / "checkpoints")
 
     def row(name: str, spec, seeds: int) -> dict:
         accs = []

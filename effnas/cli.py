@@ -325,7 +325,8 @@ def _run_task(task: Callable[[Any], int | None], cfg: Any) -> int:
         fail(str(exc))
     except KeyboardInterrupt as exc:  # before or outside a worker loop: nothing half-written is kept
         name = getattr(exc, "signame", "SIGINT")
-        fail(f"interrupted by {name}; finished results (if any) are written, nothing else was saved",
+        fail(f"interrupted by {name}; " + (getattr(exc, "detail", None)
+                                           or "finished results (if any) are written, nothing else was saved"),
              exit_code(name))
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from .data import DataSplits
 from .train import ProxyConfig
 
-__all__ = ["data_identity", "training_protocol", "NOT_PROTOCOL"]
+__all__ = ["data_identity", "training_protocol", "checkpoint_path", "NOT_PROTOCOL"]
 
 NOT_PROTOCOL = ("threads", "device", "eval_batch_size", "channels_last")
 
@@ -55,3 +56,15 @@ def training_protocol(proxy: ProxyConfig, evaluator: Any = None) -> dict[str, An
     if extra is not None:
         out["evaluator"] = extra
     return out
+
+
+def checkpoint_path(folder: Path, name: str, spec: Any, dataset: Any, data: DataSplits, proxy: ProxyConfig,
+                    seed: int) -> Path:
+    """``<folder>/<name>-<digest>.pt``: where a command's training of ``spec`` saves itself after
+    every epoch (:func:`effnas.train.train_and_evaluate`'s ``checkpoint``). The digest covers what
+    decides the result -- the architecture, the data's identity, the recipe, the seed -- so the
+    same command finds its checkpoint again and another training never picks it up."""
+    what = {"arch": spec.to_string(), "data": data_identity(dataset, data), "train": training_protocol(proxy),
+            "seed": seed}
+    digest = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return folder / f"{name}-{digest}.pt"

@@ -18,12 +18,14 @@ idle OpenMP threads wait is set by the environment before torch is imported (:mo
 
 from __future__ import annotations
 
-import logging
-import time
 import dataclasses
+import hashlib
+import logging
 import re
+import time
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Optional
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 from torch import nn
@@ -31,18 +33,23 @@ from torch import nn
 from search_space import ArchSpec, build_model
 
 from .data import Batches, DataSplits, ImageDataset
+from .io import atomic_write
 from .optim import OPTIMIZERS, SCHEDULES
 from .schema import Schema, rule
 from .threads import torch_threads
 
 __all__ = ["ProxyConfig", "TrainConfig", "TrainResult", "Diverged", "train_and_evaluate", "evaluate",
-           "resolve_device"]
+           "resolve_device", "CheckpointError"]
 
 log = logging.getLogger(__name__)
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that belongs to another training."""
 
 
 def _device_ok(device: str) -> bool:
@@ -162,11 +169,74 @@ def evaluate(model: nn.Module, ds: ImageDataset, mean, std, batch_size: int = 50
 
 EpochCallback = Callable[[int, float], None]
 
+CHECKPOINT_VERSION = 1
+# what may differ between the run that wrote a checkpoint and the run that resumes it
+_NOT_IDENTITY = ("threads", "device", "eval_batch_size", "channels_last")
+
+
+def _checkpoint_identity(spec: ArchSpec, data: DataSplits, cfg: TrainConfig, eval_split: str) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint: the architecture, the
+    recipe and seed, and the data (name, counts, a digest of the labels in their order -- cheap, and
+    another subset or split order changes it)."""
+    labels = hashlib.sha1(data.train.labels.contiguous().numpy().tobytes())
+    val = getattr(data, eval_split)
+    labels.update(val.labels.contiguous().numpy().tobytes())
+    return {"arch": spec.to_string(), "eval_split": eval_split,
+            "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY},
+            "data": {"name": data.name, "train_images": len(data.train), "eval_images": len(val),
+                     "labels": labels.hexdigest()[:16]}}
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key} ({x!r} there, {y!r} here)")
+    return out
+
+
+def _load_checkpoint(path: Path, identity: dict) -> dict | None:
+    """The state saved at ``path`` if it exists and was written by the same training; else
+    :class:`CheckpointError` (nothing is removed: the user decides)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- torn, truncated or not a checkpoint at all
+        first = (str(exc).strip().splitlines() or [""])[0][:100]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first}); "
+                              f"remove it to train from the start") from None
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint of version {CHECKPOINT_VERSION}; "
+                              f"remove it to train from the start")
+    diff = _differences(state["identity"], identity)
+    if diff:
+        raise CheckpointError(f"checkpoint {path} belongs to another training: {'; '.join(diff[:3])}"
+                              f"{f' and {len(diff) - 3} more' if len(diff) > 3 else ''}; remove it to train "
+                              f"from the start")
+    return state
+
+
+def _rng_state(batches: Batches, device: torch.device) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "batches": batches.generator.get_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(rng: dict[str, Any], batches: Batches, device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    batches.generator.set_state(rng["batches"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
 
 def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                        on_epoch: EpochCallback | None = None, *, keep_model: bool = False,
                        eval_split: str = "minival", progress: Callable[[str], None] | None = None,
-                       validate_every_epoch: bool = True) -> TrainResult:
+                       validate_every_epoch: bool = True,
+                       checkpoint: str | Path | None = None) -> TrainResult:
     """Train ``spec`` under ``cfg`` on ``data.train`` and validate on ``data.minival``.
 
     ``on_epoch(epoch, accuracy)`` is called after every validated epoch (1-based) and may raise --
@@ -174,6 +244,14 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
     last epoch is validated (BN recalibration and evaluation: about 3% of a 5-epoch run; the other
     epochs' history has ``accuracy`` None) -- for runs that report only the final accuracy.
     Raises :class:`Diverged` on a non-finite loss.
+
+    ``checkpoint``: a file written (atomically) after every epoch -- weights, optimiser state, the
+    step, history and every random generator the training draws from -- and resumed from when it
+    exists, so an interrupted or killed run continues after its last finished epoch and ends with
+    the same weights and accuracy as a run never interrupted (on the same device and thread count;
+    other thread counts change the order of float sums). A checkpoint of another training (another
+    architecture, recipe, seed or data) raises :class:`CheckpointError` and is left alone. The
+    caller removes the file once it has kept the result.
     """
     if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
         raise ValueError(f"spec has {spec.num_classes} classes / {spec.in_channels} channels but the "
@@ -198,7 +276,20 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
         images = 0
         step = 0
         accuracy = 0.0
-        for epoch in range(1, cfg.epochs + 1):
+        start = 1
+        if checkpoint is not None:
+            checkpoint = Path(checkpoint)
+            identity = _checkpoint_identity(spec, data, cfg, eval_split)
+            state = _load_checkpoint(checkpoint, identity)
+            if state is not None:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                _set_rng_state(state["rng"], train_batches, device)
+                history, step, images = state["history"], state["step"], state["images"]
+                train_time, accuracy, start = state["train_seconds"], state["accuracy"], state["epoch"] + 1
+                message = f"resuming after epoch {state['epoch']}/{cfg.epochs} from {checkpoint}"
+                (progress or log.info)(message)
+        for epoch in range(start, cfg.epochs + 1):
             model.train()
             t0 = time.perf_counter()
             loss_sum = torch.zeros((), device=device)
@@ -227,6 +318,12 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                       "accuracy": accuracy if validate else None,
                       "seconds": epoch_time, "images_per_second": len(data.train) / max(epoch_time, 1e-9)}
             history.append(record)
+            if checkpoint is not None:
+                state = {"version": CHECKPOINT_VERSION, "identity": identity, "epoch": epoch,
+                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "rng": _rng_state(train_batches, device), "history": history, "step": step,
+                         "images": images, "train_seconds": train_time, "accuracy": accuracy}
+                atomic_write(checkpoint, lambda p: torch.save(state, p))
             if progress is not None:
                 progress(f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.3f}, "
                          + (f"{eval_split} acc {accuracy:.4f}, " if validate else "")

@@ -71,6 +71,7 @@ class NasTrainConfig(Schema):
     results_dir: str = "results"   # outputs go to <best.json folder>/train/ or <results_dir>/train/
     seed: int = rule(0, ge=0)
     resolution: Optional[int] = rule(None, ge=32)  # null: best.json's / the string's res=, else proxy.resolution
+    checkpoint: bool = True        # save after every epoch; the same command resumes an interrupted run
     dataset: Any = MISSING
     proxy: Any = MISSING
 

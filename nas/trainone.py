@@ -7,6 +7,13 @@ The architecture is anything :func:`search_space.resolve_arch` takes: a ``best.j
 results folder), an architecture string, or a reference name. The classifier and input channels
 follow the dataset (said in one line when the architecture named others). Weights (``model.pt``),
 metrics (``metrics.json``) and the resolved config are saved in a new folder -- never over an old one.
+
+Interrupts: with ``checkpoint=true`` (the default) the training is saved after every epoch to
+``<train folder>/checkpoints/<name>-<digest>.pt``, the digest naming what decides the result (the
+architecture, the data's identity, the recipe, the seed). Ctrl-C, SIGTERM or a kill loses at most
+the epoch in progress: the same command again resumes after the last saved epoch and ends with the
+weights an uninterrupted run would have (same device and threads). The checkpoint is removed once
+the results folder is written.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import torch
 from effnas.allocator import in_use as allocator_in_use
 from effnas.config import as_config
 from effnas.io import write_json
+from effnas.protocol import checkpoint_path
 from effnas.runs import save_config
-from effnas.study import handle_signals
+from effnas.study import Interrupted, handle_signals
 from effnas.task import load_data
 from effnas.train import evaluate, train_and_evaluate
 from search_space import count_flops, count_params, resolve_arch
@@ -37,7 +45,8 @@ log = logging.getLogger("effnas")
 
 def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     """Train ``cfg.arch`` with ``cfg.proxy`` on ``cfg.dataset``; returns the metrics record.
-    Raises :class:`effnas.study.Interrupted` on SIGINT / SIGTERM (nothing is saved then)."""
+    Raises :class:`effnas.study.Interrupted` on SIGINT / SIGTERM: the epochs finished are in the
+    checkpoint (``cfg.checkpoint``; the exception's ``detail`` says where), nothing else is saved."""
     cfg = as_config("nas_train", cfg)
     source = resolve_arch(cfg.arch, what="arch")
     resolution = cfg.resolution or source.resolution or \
@@ -66,8 +75,16 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
              "memory allocator %s", name, spec.resolution, data.name, len(data.train), len(data.minival),
              "no" if data.test is None else len(data.test), proxy.epochs, folder, allocator_in_use())
     tcfg = proxy.train_config(cfg.seed)
-    with handle_signals():
-        result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m))
+    checkpoint = (checkpoint_path(base / "checkpoints", name, spec, cfg.dataset, data, proxy, cfg.seed)
+                  if cfg.checkpoint else None)
+    try:
+        with handle_signals():
+            result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m),
+                                        checkpoint=checkpoint)
+    except Interrupted as exc:
+        if checkpoint is not None and checkpoint.exists():
+            exc.detail = f"the finished epochs are saved in {checkpoint}; run the same command again to resume"
+        raise
     model = result.model
     test_acc = None if data.test is None else evaluate(
         model, data.test, data.mean, data.std, tcfg.eval_batch_size, next(model.parameters()).device,
@@ -82,4 +99,6 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
                "flops": count_flops(spec), "seed": cfg.seed, "history": result.history,
                "train": dataclasses.asdict(tcfg), "folder": str(folder)}
     write_json(metrics, folder / "metrics.json")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return metrics

@@ -95,6 +95,7 @@ class FamilyTrain(Schema):
 
     upto: Optional[int] = rule(None, ge=0)  # null: no training; K: train b0..bK with the proxy protocol
     seed: int = rule(0, ge=0)
+    checkpoint: bool = True                 # save each training after every epoch; the same command resumes
 
 
 @dataclass

@@ -267,19 +267,6 @@ def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
         base = source.spec_for(num_classes or own.num_classes, in_channels or own.in_channels, what=asked_by)
     table, specs = family_table(base, coeffs, max_phi, dropout, resolution)
 
-    if data_cache is not None:
-        from effnas.train import train_and_evaluate
-
-        train_cfg = cfg.proxy.train_config(cfg.train.seed)
-        for i, (name, spec) in enumerate(specs.items()):
-            if i > upto:
-                break
-            data = data_cache.at(spec.resolution)
-            result = train_and_evaluate(spec, data, train_cfg)
-            table.loc[i, "accuracy"], table.loc[i, "train_seconds"] = result.accuracy, result.train_seconds
-            print(f"scale-family: trained {name} ({spec.resolution} px): minival accuracy "
-                  f"{result.accuracy:.4f} in {result.train_seconds:.1f}s", flush=True)
-
     label = PAPER if paper else f"alpha={coeffs.alpha:g} beta={coeffs.beta:g} gamma={coeffs.gamma:g}"
     if cfg.study_name:
         folder = study_folder(cfg.results_dir, cfg.study_name, key="study_name")
@@ -287,6 +274,32 @@ def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
         folder = coeff_folder.resolve()
     else:
         folder = study_folder(cfg.results_dir, "family-paper" if paper else "family-custom")
+
+    checkpoints: list[Path] = []  # each member saves itself after every epoch: an interrupted run resumes
+    if data_cache is not None:
+        from effnas.protocol import checkpoint_path
+        from effnas.train import train_and_evaluate
+
+        train_cfg = cfg.proxy.train_config(cfg.train.seed)
+        try:
+            for i, (name, spec) in enumerate(specs.items()):
+                if i > upto:
+                    break
+                data = data_cache.at(spec.resolution)
+                if cfg.train.checkpoint:
+                    checkpoints.append(checkpoint_path(folder / "checkpoints", name, spec, cfg.dataset, data,
+                                                       cfg.proxy, cfg.train.seed))
+                result = train_and_evaluate(spec, data, train_cfg, checkpoint=checkpoints[-1] if checkpoints else None,
+                                            progress=lambda m, name=name: print(f"scale-family: {name}: {m}", flush=True))
+                table.loc[i, "accuracy"], table.loc[i, "train_seconds"] = result.accuracy, result.train_seconds
+                print(f"scale-family: trained {name} ({spec.resolution} px): minival accuracy "
+                      f"{result.accuracy:.4f} in {result.train_seconds:.1f}s", flush=True)
+        except KeyboardInterrupt as exc:
+            if any(c.exists() for c in checkpoints):
+                exc.detail = (f"the finished members and epochs are saved in {folder / 'checkpoints'}; run the same "
+                              f"command again to resume")
+            raise
+
     files = list(write_table(table, folder, FAMILY.stem))
     coeff_record = ({"source": PAPER} if paper else
                     {"alpha": coeffs.alpha, "beta": coeffs.beta, "gamma": coeffs.gamma, "product": coeffs.product})
@@ -300,4 +313,6 @@ def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
             "base_resolution": int(table.iloc[0]["resolution"]),
             "accuracy": None if pd.isna(row["accuracy"]) else float(row["accuracy"]),
         }, folder / "family" / f"{name}.json"))
+    for ckpt in checkpoints:  # their results are in the files now
+        ckpt.unlink(missing_ok=True)
     return FamilyOutcome(folder, table, specs, label, source.describe(), files)

@@ -22,11 +22,13 @@ log = logging.getLogger("effnas")
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread on SIGINT / SIGTERM; optuna fails the running trial and re-raises."""
+    """Raised in the main thread on SIGINT / SIGTERM; optuna fails the running trial and re-raises.
+    ``detail``, when a command sets it, is what its one-line message says was kept."""
 
     def __init__(self, signame: str) -> None:
         super().__init__(signame)
         self.signame = signame
+        self.detail: str | None = None
 
 
 class _SignalState:

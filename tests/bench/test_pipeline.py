@@ -76,3 +76,62 @@ def test_trainer_hands_its_dataset_to_every_training(pipeline, monkeypatch, tmp_
     root = {"name": "fashion_mnist", "root": str(tmp_path)}
     pipeline.Trainer(Runs(tmp_path / "b.json"), None, None, jobs=1, started=0.0, dataset=root).run([job])
     assert seen == [pipeline.DATASET, root] and pipeline.DATASET["root"] is None
+
+
+KILLED_RUN = """
+import logging, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from bench import pipeline
+from bench.common import Runs
+from effnas.train import ProxyConfig
+full = ProxyConfig(epochs=40, train_size=512, minival_size=100, threads=1)
+job = pipeline.Job("tiny|{arch}|0", {arch!r}, 0, "full", "tiny")
+pipeline.Trainer(Runs(Path({json!r})), full, full, jobs=1, started=0.0, checkpoints=Path({ckpts!r})).run([job])
+"""
+
+
+def test_a_killed_bench_resumes_its_training_after_the_last_saved_epoch(pipeline, tmp_path):
+    """SIGKILL while a 40-epoch training runs: the rerun continues from the checkpoint (not from
+    epoch 1), records the test accuracy an uninterrupted training gets, and removes the checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from bench.common import Runs
+    from effnas.train import ProxyConfig
+
+    arch = ("stem=16 r1_k3_s11_e1_i16_o16 r1_k3_s22_e1_i16_o24 r1_k3_s22_e1_i24_o24 r1_k3_s22_e1_i24_o32 "
+            "r1_k3_s22_e1_i32_o32 head=64 classes=10 channels=1 res=32")
+    root = str(Path(pipeline.__file__).resolve().parents[1])
+    ckpts = tmp_path / "checkpoints"
+    script = KILLED_RUN.format(root=root, arch=arch, json=str(tmp_path / "pipeline.json"), ckpts=str(ckpts))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not list(ckpts.glob("*.pt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    (ckpt,) = ckpts.glob("*.pt")
+    saved = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= saved < 40
+    assert Runs(tmp_path / "pipeline.json").get(f"tiny|{arch}|0") is None
+
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming after epoch {saved}/40 from {ckpt}" in done.stderr
+    assert not list(ckpts.glob("*.pt"))
+    resumed = Runs(tmp_path / "pipeline.json").get(f"tiny|{arch}|0")["test_accuracy"]
+    full = ProxyConfig(epochs=40, train_size=512, minival_size=100, threads=1)
+    whole = pipeline._train_job(pipeline.Job("x", arch, 0, "full", "x"),
+                                {"full": full, "proxy": full, "dataset": pipeline.DATASET})
+    assert resumed == whole["test_accuracy"]

@@ -1,4 +1,5 @@
-"""The proxy trainer on real Fashion-MNIST: it learns, reports per epoch, stops on NaN."""
+"""The proxy trainer on real Fashion-MNIST: it learns, reports per epoch, stops on NaN, resumes
+from its checkpoint exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from effnas.data import load_splits
-from effnas.train import Diverged, TrainConfig, evaluate, train_and_evaluate
+from effnas.train import CheckpointError, Diverged, TrainConfig, evaluate, train_and_evaluate
 from search_space import reference_spec, scale_spec
 
 
@@ -100,3 +101,74 @@ def test_every_optimizer_trains(data, spec, optimizer):
     result = train_and_evaluate(spec, small, TrainConfig(epochs=1, optimizer=optimizer, threads=1,
                                                          schedule="exponential", warmup_epochs=0.5))
     assert 0 <= result.accuracy <= 1
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(stop_epoch):
+    def on_epoch(epoch, acc):
+        if epoch == stop_epoch:
+            raise _Stop()
+    return on_epoch
+
+
+@pytest.fixture(scope="module")
+def small(data):
+    return data.__class__(data.train.subset(range(512)), data.minival, data.test, data.mean, data.std, data.name)
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(small, spec, tmp_path):
+    """Stopped after epoch 1, then after epoch 2, then resumed to the end: the same weights, losses
+    and accuracies, bit for bit, as one run (dropout, drop-connect, crops and flips draw from the
+    generators the checkpoint restores)."""
+    cfg = TrainConfig(epochs=3, threads=1, seed=5)
+    whole = train_and_evaluate(spec, small, cfg, keep_model=True)
+    ckpt = tmp_path / "run.pt"
+    for stop in (1, 2):
+        with pytest.raises(_Stop):
+            train_and_evaluate(spec, small, cfg, on_epoch=_stop_after(stop), checkpoint=ckpt)
+        assert torch.load(ckpt, weights_only=True)["epoch"] == stop
+    said = []
+    resumed = train_and_evaluate(spec, small, cfg, keep_model=True, checkpoint=ckpt, progress=said.append)
+    assert said[0] == f"resuming after epoch 2/3 from {ckpt}"
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [(h["loss"], h["accuracy"]) for h in resumed.history] == [(h["loss"], h["accuracy"]) for h in whole.history]
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.accuracy == whole.accuracy and resumed.epochs_done == 3
+    # a finished checkpoint (the caller had not removed it yet) gives the result without training
+    again = train_and_evaluate(spec, small, cfg, checkpoint=ckpt, on_epoch=_stop_after(3))
+    assert again.accuracy == whole.accuracy and again.history == resumed.history
+
+
+@pytest.mark.parametrize("change, needle", [({"seed": 6}, "train.seed (5 there, 6 here)"),
+                                            ({"lr": 0.3}, "train.lr (None there, 0.3 here)"),
+                                            ({"epochs": 4}, "train.epochs (1 there, 4 here)")])
+def test_a_checkpoint_of_another_training_is_refused_and_kept(small, spec, tmp_path, change, needle):
+    ckpt = tmp_path / "run.pt"
+    train_and_evaluate(spec, small, TrainConfig(epochs=1, threads=1, seed=5), checkpoint=ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match="belongs to another training") as info:
+        train_and_evaluate(spec, small, TrainConfig(**{"epochs": 1, "threads": 1, "seed": 5, **change}),
+                           checkpoint=ckpt)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert ckpt.read_bytes() == before
+    # another architecture, or other data, likewise; threads and the evaluation batch may differ
+    with pytest.raises(CheckpointError, match=r"arch \("):
+        train_and_evaluate(scale_spec(spec, width=0.75), small, TrainConfig(epochs=1, threads=1, seed=5), checkpoint=ckpt)
+    fewer = small.__class__(small.train.subset(range(256)), small.minival, small.test, small.mean, small.std, small.name)
+    with pytest.raises(CheckpointError, match=r"data.train_images \(512 there, 256 here\)"):
+        train_and_evaluate(spec, fewer, TrainConfig(epochs=1, threads=1, seed=5), checkpoint=ckpt)
+    train_and_evaluate(spec, small, TrainConfig(epochs=1, threads=2, seed=5, eval_batch_size=100), checkpoint=ckpt)
+
+
+def test_an_unreadable_checkpoint_is_one_clear_error(small, spec, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=f"checkpoint {ckpt} cannot be read .*remove it to train from the start") \
+            as info:
+        train_and_evaluate(spec, small, TrainConfig(epochs=1, threads=1), checkpoint=ckpt)
+    assert "\n" not in str(info.value)
+    assert ckpt.read_bytes() == b"not a checkpoint"

@@ -85,3 +85,53 @@ def test_nas_train_interrupted_exits_130_or_143_and_saves_nothing(tmp_path, sign
     lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1 and signame in lines[0] and "Traceback" not in err, err
     assert not list((tmp_path / "train").glob("*/model.pt")) if (tmp_path / "train").exists() else True
+
+
+def _nas_train(tmp: Path, results: Path, *extra: str):
+    import subprocess
+
+    return subprocess.Popen(["nas-train", f"results_dir={results}", "name=b0", "proxy.train_size=256",
+                             "proxy.minival_size=100", "proxy.epochs=12", "proxy.threads=1", "proxy.eval_batch_size=500",
+                             *extra], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_nas_train_interrupted_after_an_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """A real Ctrl-C after epoch 2: exit 130, one line naming the checkpoint; the same command again
+    resumes after the saved epoch and ends with the weights (and test accuracy) of a run never
+    interrupted; the checkpoint is gone once the results are written."""
+    import signal
+
+    proc = _nas_train(tmp_path, tmp_path / "r")
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "epoch 2/12" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    ckpts = list((tmp_path / "r" / "train" / "checkpoints").glob("b0-*.pt"))
+    assert len(ckpts) == 1 and "Traceback" not in err, err
+    assert lines == [f"error: interrupted by SIGINT; the finished epochs are saved in {ckpts[0]}; run the same "
+                     f"command again to resume"], err
+    saved = torch.load(ckpts[0], weights_only=True)["epoch"]
+    assert 2 <= saved < 12
+    assert not list((tmp_path / "r" / "train").glob("*/model.pt"))
+
+    proc = _nas_train(tmp_path, tmp_path / "r")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"resuming after epoch {saved}/12 from {ckpts[0]}" in err
+    assert not list((tmp_path / "r" / "train" / "checkpoints").glob("*.pt"))
+    (resumed,) = (tmp_path / "r" / "train").glob("b0_*/metrics.json")
+    resumed = json.loads(resumed.read_text())
+    assert [h["epoch"] for h in resumed["history"]] == list(range(1, 13))
+
+    whole = run_train({"results_dir": str(tmp_path / "w"), "name": "b0", "proxy": {
+        "train_size": 256, "minival_size": 100, "epochs": 12, "threads": 1, "eval_batch_size": 500}})
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    a = torch.load(Path(resumed["folder"]) / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(Path(whole["folder"]) / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -116,6 +116,46 @@ def test_scale_family_trains_the_first_members(tiny_search):
     assert out.specs["b1"].resolution == df["resolution"][1]
 
 
+def test_scale_family_interrupted_resumes_its_members_where_they_stopped(tiny_search, st):
+    """Ctrl-C while b1 trains (b0 done): exit 130, one line naming the checkpoints; the same command
+    again does not train b0 again, continues b1 after its saved epoch, and writes the accuracies an
+    uninterrupted run gets; the checkpoints are gone after."""
+    import signal
+
+    tmp, _ = tiny_search
+    coeffs = str(tmp / "ci" / "coefficients.yaml")
+    proxy = ["proxy.epochs=3", "proxy.train_size=512", "proxy.minival_size=200", "proxy.batch_size=64",
+             "proxy.threads=1", "proxy.bn_recalibrate_batches=2", "proxy.eval_batch_size=200"]
+    args = [f"coefficients={coeffs}", f"results_dir={tmp}", "study_name=resumed", "max_phi=2", "train.upto=1", *proxy]
+    proc = st.popen("scale-family", tmp, *args)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("scale-family: b1: epoch 1/3"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out + err[-2000:]
+    folder = tmp / "resumed" / "checkpoints"
+    assert [ln for ln in err.splitlines() if ln.startswith("error: ")] == [
+        f"error: interrupted by SIGINT; the finished members and epochs are saved in {folder}; run the same "
+        f"command again to resume"], err
+    assert not (tmp / "resumed" / "family.csv").exists()
+    assert sorted(p.name.split("-")[0] for p in folder.glob("*.pt")) == ["b0", "b1"]
+
+    proc = st.run("scale-family", tmp, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scale-family: b0: resuming after epoch 3/3" in proc.stdout  # b0 not trained again
+    assert "scale-family: b1: resuming after epoch " in proc.stdout
+    assert "scale-family: b1: epoch 3/3" in proc.stdout and "scale-family: b0: epoch" not in proc.stdout
+    assert not list(folder.glob("*.pt"))
+    resumed = pd.read_csv(tmp / "resumed" / "family.csv")
+    whole = run_family({"results_dir": str(tmp), "study_name": "whole", "max_phi": 2, "train": {"upto": 1},
+                        "coefficients": coeffs, "proxy": {p.split("=")[0][6:]: int(p.split("=")[1]) for p in proxy},
+                        "dataset": {"name": "fashion_mnist", "root": None, "download": False, "flip": True}})
+    assert list(resumed["accuracy"][:2]) == list(whole.table["accuracy"][:2])
+
+
 def test_two_workers_evaluate_each_point_once(tmp_path, base_json, st):
     args = [f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=two", *st.GRID3, *st.TINY]
     workers = [st.popen("scale-search", tmp_path, *args) for _ in range(2)]
