@@ -42,7 +42,10 @@ adds about two hours with two jobs, and every further phi about doubles it.
 
 Writes ``pipeline.json`` (every run; an interrupted bench resumes from it), ``pipeline.md`` (the
 table) and ``pipeline.png`` (accuracy vs FLOPs) into ``--results``, and prints the headline
-comparison last. ``--smoke`` runs every step at toy sizes (minutes) to check the machinery only:
+comparison last. Every training of more than one epoch saves itself after each epoch in
+``--results``/checkpoints (removed once its result is in pipeline.json): Ctrl-C, SIGTERM or a kill
+loses at most the epoch each running training was in, and the same command resumes there with the
+result an uninterrupted training gets -- so the hours-long families can run across several sittings. ``--smoke`` runs every step at toy sizes (minutes) to check the machinery only:
 its numbers mean nothing.
 """
 
@@ -228,7 +231,7 @@ def _train_job(job: Job, configs: dict) -> dict:
         return {"accuracy": res.accuracy, "seconds": res.train_seconds}
     # the full protocol reports only the final test accuracy: no validation between epochs
     res = train_and_evaluate(spec, data, cfg.train_config(job.seed), eval_split="test", validate_every_epoch=False,
-                             checkpoint=ckpt)
+                             checkpoint=ckpt, progress=lambda m: print(f"  {job.name} seed {job.seed}: {m}", flush=True))
     return {"test_accuracy": res.accuracy, "seconds": res.train_seconds}
 
 

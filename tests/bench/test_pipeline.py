@@ -128,7 +128,8 @@ def test_a_killed_bench_resumes_its_training_after_the_last_saved_epoch(pipeline
 
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resuming after epoch {saved}/40 from {ckpt}" in done.stderr
+    assert f"  tiny seed 0: resuming after epoch {saved}/40 from {ckpt}" in done.stdout
+    assert f"  tiny seed 0: epoch {saved}/40" not in done.stdout and "  tiny seed 0: epoch 40/40" in done.stdout
     assert not list(ckpts.glob("*.pt"))
     resumed = Runs(tmp_path / "pipeline.json").get(f"tiny|{arch}|0")["test_accuracy"]
     full = ProxyConfig(epochs=40, train_size=512, minival_size=100, threads=1)
