@@ -102,6 +102,7 @@ class Job:
     kind: str
     name: str
     cost: float = 0.0  # relative (FLOPs x images trained): the longest jobs start first
+    priority: int = 0  # lower first, whatever the cost (the families: phi by phi)
 
 
 class Trainer:
@@ -144,8 +145,9 @@ class Trainer:
                 todo.append(j)
         if not todo:
             return
-        # longest first (LPT): the last jobs are short, so no core idles long at the end
-        todo.sort(key=lambda j: -j.cost)
+        # by priority, then longest first (LPT): the last jobs are short, so no core idles long at
+        # the end; a lower priority's last jobs run beside the next one's first
+        todo.sort(key=lambda j: (j.priority, -j.cost))
         t0, done, done_cost, total_cost = time.monotonic(), 0, 0.0, sum(j.cost for j in todo)
         width = min(self.jobs, len(todo))
         shared = sum(map(len, twins.values()))
@@ -426,14 +428,16 @@ def main() -> None:
     def cost(spec, cfg) -> float:
         return count_flops(spec, spec.resolution) * cfg.epochs * (cfg.train_size or 60_000)
 
-    def train(wanted: list[tuple[str, object, int]]) -> list[dict]:
+    def train(wanted: list[tuple[str, object, int]], priority: dict[str, int] | None = None) -> list[dict]:
         """Train every (name, spec, seeds) not in pipeline.json yet, and the 1-epoch proxy of each
-        network that is not a stage-1 trial, all in one queue (``--jobs`` at a time, longest
-        first); then its rows."""
-        jobs = [Job(f"{name}|{spec.to_string()}|{s}", spec.to_string(), s, "full", name, cost(spec, full))
-                for name, spec, n in wanted for s in range(n)]
+        network that is not a stage-1 trial, all in one queue (``--jobs`` at a time, by
+        ``priority[name]`` (default 0), then longest first); then its rows."""
+        rank = (priority or {}).get
+        jobs = [Job(f"{name}|{spec.to_string()}|{s}", spec.to_string(), s, "full", name, cost(spec, full),
+                    rank(name, 0)) for name, spec, n in wanted for s in range(n)]
         jobs += [Job(f"proxy|{spec.to_string()}", spec.to_string(), 0, "proxy", f"{name} (1-epoch proxy)",
-                     cost(spec, proxy_cfg)) for name, spec, _ in wanted if spec.to_string() not in stage1_proxy]
+                     cost(spec, proxy_cfg), rank(name, 0))
+                 for name, spec, _ in wanted if spec.to_string() not in stage1_proxy]
         trainer.run(jobs)
         rows = [row(name, spec, n) for name, spec, n in wanted]
         for r in rows:
@@ -468,7 +472,7 @@ def main() -> None:
         ours = run_family({"results_dir": str(out), "study_name": "family-searched", "coefficients": str(coeff),
                            "max_phi": upto})
         theirs, specs = family_table(ref, "paper", upto, resolution=r)
-        family = []
+        family, phi_of = [], {}
         for phi in range(1, upto + 1):
             mine = ours.specs[f"b{phi}"]
             family += [(f"searched b{phi}", mine, seeds),
@@ -482,7 +486,9 @@ def main() -> None:
                 spec, fw, fd = found
                 family.append((f"EfficientNet-B0 w{fw:g} d{fd:g} at {mine.resolution} px (matched to searched b{phi})",
                                spec.replace(dropout=mine.dropout), seeds))
-        family_rows = train(family)
+            phi_of.update((name, phi) for name, _, _ in family if name not in phi_of)
+        # phi by phi (b1's networks first, then b2's ...): a run stopped after hours has whole phis
+        family_rows = train(family, phi_of)
         table += family_rows
 
     # 4. proxy vs full: Kendall tau ------------------------------------------------------------

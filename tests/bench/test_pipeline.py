@@ -65,6 +65,21 @@ def test_trainer_trains_each_network_once(pipeline, monkeypatch, tmp_path):
     assert len(trained) == 3
 
 
+def test_trainer_runs_by_priority_then_longest_first(pipeline, monkeypatch, tmp_path):
+    from bench.common import Runs
+
+    order = []
+    monkeypatch.setattr(pipeline, "_train_job", lambda job, configs: order.append(job.arch) or
+                        {"accuracy": 0.5, "seconds": 1.0})
+    Job = pipeline.Job
+    jobs = [Job("b3 long", "b3 long", 0, "proxy", "x", cost=9.0, priority=3),
+            Job("b1 short", "b1 short", 0, "proxy", "x", cost=1.0, priority=1),
+            Job("b1 long", "b1 long", 0, "proxy", "x", cost=5.0, priority=1),
+            Job("b2", "b2", 0, "proxy", "x", cost=7.0, priority=2)]
+    pipeline.Trainer(Runs(tmp_path / "a.json"), None, None, jobs=1, started=0.0).run(jobs)
+    assert order == ["b1 long", "b1 short", "b2", "b3 long"]
+
+
 def test_trainer_hands_its_dataset_to_every_training(pipeline, monkeypatch, tmp_path):
     from bench.common import Runs
 
