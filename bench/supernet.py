@@ -185,9 +185,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="evaluator.epochs")
     ap.add_argument("--train-size", type=int, default=None, help="evaluator.train_size")
     ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
-    ap.add_argument("--distill", choices=("on", "off"), default=None,
-                    help="evaluator.distill (in-place distillation; off by default)")
-    ap.add_argument("--no-distill", action="store_true", help="the same as --distill off")
+    distill = ap.add_mutually_exclusive_group()
+    distill.add_argument("--distill", choices=("on", "off"), default=None,
+                         help="evaluator.distill (in-place distillation; off by default)")
+    distill.add_argument("--no-distill", action="store_true", help="the same as --distill off")
     ap.add_argument("--sampling", choices=("uniform", "fair"), default=None, help="evaluator.sampling")
     ap.add_argument("--stage-distill", type=float, default=None, help="evaluator.stage_distill")
     ap.add_argument("--progressive", type=float, default=None, help="evaluator.progressive")

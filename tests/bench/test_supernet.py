@@ -77,6 +77,7 @@ def test_spread_separates_networks_from_seed_noise(bench):
     (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
     (["--epochs", "0"], "evaluator.epochs must be an integer >= 1, got 0"),
     (["--supernet-seed", "-3"], "evaluator.seed must be an integer >= 0, got -3"),
+    (["--distill", "on", "--no-distill"], "argument --no-distill: not allowed with argument --distill"),
 ])
 def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, usage_error, tmp_path, args, words):
     out = tmp_path / "results"
