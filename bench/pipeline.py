@@ -3,6 +3,7 @@
     python bench/pipeline.py [--results DIR] [--epochs 5] [--seeds 3] [--tau-extra 5] [--family-upto 0]
                              [--jobs 2] [--threads 1] [--head-multipliers 0.5,0.75,1.0]
                              [--stem-multipliers 0.75,1.0] [--allocator auto] [--smoke]
+    python bench/pipeline.py --results DIR --status    # what DIR holds so far; trains nothing
 
 1. Stage 1: the default ``nas-search`` (40 trials, re-ranking of the top 3) -> the searched B0.
 2. One full protocol for every network (``--epochs`` on all training images, the search's
@@ -193,6 +194,40 @@ class Trainer:
             pool.join()
 
 
+def status(out: Path) -> str:
+    """What a bench's results folder holds so far, without training: every network with a
+    full-protocol result (test accuracy mean ± sd over its seeds, params, FLOPs, px) and every
+    training in progress (its last saved epoch) -- for the families, which take many sittings."""
+    import torch
+
+    from search_space import ArchSpec, count_flops, count_params
+
+    runs = Runs(out / "pipeline.json").data["runs"]
+    accs: dict[tuple[str, str], dict[int, float]] = {}
+    for key, value in runs.items():
+        if not key.startswith("proxy|"):
+            name, arch, seed = key.rsplit("|", 2)
+            accs.setdefault((name, arch), {})[int(seed)] = value["test_accuracy"]
+    lines = [f"{out}: {len(accs)} networks measured", "| network | params | MFLOPs | px | test acc mean ± sd | seeds |",
+             "|---|---|---|---|---|---|"]
+    for (name, arch), by_seed in accs.items():
+        spec, values = ArchSpec.from_string(arch), [by_seed[s] for s in sorted(by_seed)]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        lines.append(f"| {name} | {count_params(spec) / 1e6:.2f}M | {count_flops(spec, spec.resolution) / 1e6:.2f} | "
+                     f"{spec.resolution} | {statistics.fmean(values):.4f} ± {sd:.4f} | {len(values)} |")
+    names = {arch: name for name, arch in accs}
+    for ckpt in sorted((out / "checkpoints").glob("*.pt")):
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+            arch, train = state["identity"]["arch"], state["identity"]["train"]
+        except Exception:  # noqa: BLE001 -- being written, or not a checkpoint: say so, go on
+            lines.append(f"in progress: {ckpt.name} (unreadable)")
+            continue
+        lines.append(f"in progress: {names.get(arch, arch[:70] + '...')} seed {train['seed']}: epoch "
+                     f"{state['epoch']}/{train['epochs']} saved ({ckpt.name})")
+    return "\n".join(lines)
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -350,7 +385,14 @@ def main() -> None:
                     help="auto (default): tcmalloc when libtcmalloc_minimal is installed (about 8%% faster "
                          "trainings: bench/allocator.py), else the C library's malloc")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
+    ap.add_argument("--status", action="store_true",
+                    help="print what --results holds so far (networks measured, trainings in progress) and exit")
     args = ap.parse_args()
+    if args.status:
+        if not Path(args.results).is_dir():
+            ap.error(f"--results {args.results}: no such folder (the results folder of a bench run)")
+        print(status(Path(args.results).resolve()))
+        return
     _preload_allocator(args.allocator)  # may run this script again with it preloaded: before torch loads
     print(f"allocator: {os.environ.get('LD_PRELOAD') or 'the C library malloc'}", flush=True)
 

@@ -80,6 +80,27 @@ def test_trainer_runs_by_priority_then_longest_first(pipeline, monkeypatch, tmp_
     assert order == ["b1 long", "b1 short", "b2", "b3 long"]
 
 
+def test_status_shows_what_is_measured_and_what_is_in_progress(pipeline, tmp_path, ref):
+    import torch
+
+    from bench.common import Runs
+
+    runs = Runs(tmp_path / "pipeline.json")
+    a = ref.to_string()
+    for seed, acc in enumerate((0.80, 0.82, 0.84)):
+        runs.put(f"EfficientNet-B0|{a}|{seed}", {"test_accuracy": acc, "seconds": 1.0})
+    runs.put(f"proxy|{a}", {"accuracy": 0.7, "seconds": 1.0})
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"identity": {"arch": a, "train": {"seed": 3, "epochs": 5}}, "epoch": 2},
+               tmp_path / "checkpoints" / "x.pt")
+    (tmp_path / "checkpoints" / "y.pt").write_bytes(b"torn")
+    text = pipeline.status(tmp_path)
+    assert f"{tmp_path}: 1 networks measured" in text
+    assert "| EfficientNet-B0 | 4.02M | 8.33 | 32 | 0.8200 ± 0.0200 | 3 |" in text
+    assert "in progress: EfficientNet-B0 seed 3: epoch 2/5 saved (x.pt)" in text
+    assert "in progress: y.pt (unreadable)" in text
+
+
 def test_trainer_hands_its_dataset_to_every_training(pipeline, monkeypatch, tmp_path):
     from bench.common import Runs
 
