@@ -4,10 +4,11 @@ reward, and record everything as the trial's user attributes (what the result ta
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any
-
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -41,7 +42,15 @@ class Evaluator:
     architecture of an enqueued (WAITING) trial from its parameters.
 
     ``trainer`` replaces :func:`~effnas.train.train_and_evaluate` (same arguments and result): the
-    ``supernet`` evaluator (:class:`effnas.supernet.SupernetEvaluator`) scores with inherited weights."""
+    ``supernet`` evaluator (:class:`effnas.supernet.SupernetEvaluator`) scores with inherited weights.
+
+    A retried trial (the WAITING copy of an interrupted or dead attempt, which carries the attempt's
+    user attributes) trains with the attempt's seed, so it reaches what the attempt would have. With
+    ``checkpoints`` (a folder: the study's), a training of more than one epoch saves itself there
+    after every epoch, named by its architecture, seed and recipe: the retry of an attempt that was
+    interrupted or whose worker died resumes after the attempt's last finished epoch (where the
+    folder is shared with the worker that ran it). The file is removed once the trial is COMPLETE or
+    PRUNED."""
 
     max_duplicates_in_a_row = 200
 
@@ -49,9 +58,9 @@ class Evaluator:
                  max_params: float | None, seed: int, multi_objective: bool = False,
                  prune: bool = True, dedupe: bool = False,
                  arch_of: Callable[[dict[str, Any]], str | None] | None = None,
-                 trainer: Callable[..., TrainResult] | None = None) -> None:
+                 trainer: Callable[..., TrainResult] | None = None, checkpoints: Path | None = None) -> None:
         self.data, self.train, self.reward = data, train, reward
-        self.trainer = trainer
+        self.trainer, self.checkpoints = trainer, checkpoints
         self.max_flops, self.max_params = max_flops, max_params
         self.seed = seed
         self.multi_objective, self.prune = multi_objective, prune
@@ -59,6 +68,22 @@ class Evaluator:
         self.duplicates_in_a_row = 0
         self._newly_finished = NewlyFinished()
         self._finished_archs: dict[str, optuna.trial.FrozenTrial] = {}  # arch -> its lowest finished trial
+
+    def _checkpoint(self, spec: ArchSpec, cfg: Any) -> Path | None:
+        """Where this training saves itself after every epoch (None: no folder, the supernet's
+        scoring, or one epoch -- nothing to resume). The name covers the architecture at its
+        resolution, the recipe with the seed, and the image count; the study's protocol fixes the rest."""
+        if self.checkpoints is None or self.trainer is not None or cfg.epochs < 2:
+            return None
+        from .protocol import training_protocol
+
+        what = {"arch": spec.to_string(), "train": training_protocol(cfg), "images": len(self.data.train)}
+        return self.checkpoints / f"trial-{hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]}.pt"
+
+    @staticmethod
+    def _drop(path: Path | None) -> None:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _twin(self, trial: optuna.Trial, arch: str) -> optuna.trial.FrozenTrial | None:
         """The trial this one would repeat: a finished one (any number; the lowest-numbered) or an
@@ -111,7 +136,8 @@ class Evaluator:
         seed for every grid point, so that points differ only by their network)."""
         # The worker id and the global-budget check are run_worker's (nas.study), before this runs.
         res = resolution or spec.resolution
-        seed = self.seed + trial.number if seed is None else seed
+        if seed is None:  # a retry carries its attempt's user attributes: the attempt's seed
+            seed = trial.user_attrs.get("seed", self.seed + trial.number)
         flops, params = count_flops(spec, res), count_params(spec)
         arch = spec.to_string()
         set_user_attrs(trial, {"arch": arch, "flops": flops, "params": params, "plain_layers": spec.plain_layers,
@@ -155,17 +181,25 @@ class Evaluator:
                 trial.set_user_attr("reason", reason)
                 raise optuna.TrialPruned(reason)
 
+        trained = spec.replace(resolution=res) if res != spec.resolution else spec
+        ckpt = self._checkpoint(trained, cfg)
         try:
             trainer = self.trainer or train_and_evaluate  # looked up now: tests patch the module's
-            result = trainer(spec.replace(resolution=res) if res != spec.resolution else spec,
-                             self.data, cfg, on_epoch,
-                             progress=lambda m: log.debug("trial %d %s", trial.number, m))
+            result = trainer(trained, self.data, cfg, on_epoch,
+                             progress=lambda m: log.log(logging.INFO if m.startswith("resuming") else logging.DEBUG,
+                                                        "trial %d %s", trial.number, m),
+                             **({"checkpoint": ckpt} if ckpt is not None else {}))
         except Diverged as exc:
+            self._drop(ckpt)
             trial.set_user_attr("reason", f"diverged: {exc}")
             raise optuna.TrialPruned(f"diverged: {exc}") from None
-        except Interrupted as exc:
+        except optuna.TrialPruned:
+            self._drop(ckpt)
+            raise
+        except Interrupted as exc:  # the checkpoint stays: the retry resumes it
             trial.set_user_attr("reason", f"interrupted by {exc.signame}")
             raise
+        self._drop(ckpt)
         reward = self.reward(result.accuracy, cost)
         set_user_attrs(trial, {"accuracy": result.accuracy, "reward": reward, "epochs": result.epochs_done,
                                "train_seconds": result.train_seconds},

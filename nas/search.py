@@ -119,7 +119,8 @@ def run_search(cfg: NasSearchConfig | Any) -> SearchOutcome:
             return None
 
     runner = Evaluator(data, proxy, reward, max_flops=objective.max_flops, max_params=objective.max_params,
-                       seed=seed, multi_objective=multi, dedupe=True, arch_of=arch_of)
+                       seed=seed, multi_objective=multi, dedupe=True, arch_of=arch_of,
+                       checkpoints=folder / "checkpoints")
     param_names = space.param_names()
     progress = ProgressReporter(search.n_trials)
 
@@ -207,7 +208,7 @@ def _rerank(cfg: NasSearchConfig, study: optuna.Study, folder: Path, space: Sear
     log.info("nas-search: re-evaluating the top %d (%d seeds each, %d epochs on %d images; %d enqueued now)",
              rr.k, rr.seeds, rr.epochs, len(data.train), added)
     runner = Evaluator(data, proxy, reward, max_flops=None, max_params=None, seed=cfg.search.seed,
-                       multi_objective=False, prune=False)
+                       multi_objective=False, prune=False, checkpoints=folder / "checkpoints")
 
     def objective(trial: optuna.Trial) -> Any:
         attrs = trial.study._storage.get_trial_user_attrs(trial._trial_id)

@@ -234,7 +234,7 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     def runner_at(resolution: int) -> Evaluator:
         if resolution not in runners:
             runner = Evaluator(cache.at(resolution), proxy, reward, max_flops=None, max_params=None,
-                               seed=settings.seed, prune=False, dedupe=True)
+                               seed=settings.seed, prune=False, dedupe=True, checkpoints=folder / "checkpoints")
             runner.max_duplicates_in_a_row = len(points) + 1  # a fixed list of points, not a sampler
             runners[resolution] = runner
         return runners[resolution]

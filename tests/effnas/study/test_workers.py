@@ -326,3 +326,38 @@ def test_signal_fails_the_running_trial_writes_results_and_exits(workers, signam
     again = table[table["retry_of"] == doomed.number]  # queued for the next worker
     assert list(again["state"]) == ["WAITING"]
     assert (workers.results / name / "trials.parquet").exists()
+
+
+def test_an_interrupted_multi_epoch_trial_resumes_in_its_retry_with_the_attempts_seed(workers):
+    """A 3-epoch proxy stopped by SIGTERM after an epoch: the retry (next run) trains with the
+    attempt's seed, resumes after the attempt's last saved epoch, and reaches the accuracy of an
+    uninterrupted training of that network and seed; no checkpoint is left behind."""
+    from effnas.task import load_data
+    from effnas.train import ProxyConfig, train_and_evaluate
+    from search_space import ArchSpec
+
+    name = "resume"
+    args = [f"search.study_name={name}", "search.n_trials=2", "rerank=none", "proxy.train_size=1024",
+            "proxy.minival_size=200", "proxy.epochs=3", "proxy.threads=1", "proxy.bn_recalibrate_batches=2"]
+    ckpts = workers.results / name / "checkpoints"
+    proc = workers.start(*args)
+    wait_for(lambda: list(ckpts.glob("trial-*.pt")), "a trial's first epoch saved", workers, alive=[proc])
+    proc.send_signal(signal.SIGTERM)
+    assert workers.wait([proc], timeout=60) == [143], workers.describe()
+    table = csv_of(workers.results, name).set_index("number")
+    (doomed,) = table.index[table["state"] == "FAIL"]
+    assert list(ckpts.glob("trial-*.pt"))  # kept for the retry
+
+    again = workers.start(*args)
+    assert workers.wait([again]) == [0], workers.describe()
+    table = csv_of(workers.results, name).set_index("number")
+    (retry,) = table.index[table["retry_of"] == doomed]
+    row = table.loc[retry]
+    assert row["state"] == "COMPLETE" and row["seed"] == table.loc[doomed, "seed"]
+    out, err = workers.output(again)
+    assert f"trial {retry} resuming after epoch " in out + err, out + err
+    assert not list(ckpts.glob("*.pt"))
+    proxy = ProxyConfig(train_size=1024, minival_size=200, epochs=3, threads=1, bn_recalibrate_batches=2)
+    data = load_data({"name": "fashion_mnist", "root": None}, proxy, 0)
+    whole = train_and_evaluate(ArchSpec.from_string(row["arch"]), data, proxy.train_config(int(row["seed"])))
+    assert row["accuracy"] == pytest.approx(whole.accuracy, abs=1e-12)
