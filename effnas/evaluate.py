@@ -21,7 +21,7 @@ from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
 from .study.attrs import set_user_attrs
 from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials
-from .train import Diverged, ProxyConfig, TrainResult, train_and_evaluate
+from .train import RESUMING, Diverged, ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
 
@@ -186,7 +186,7 @@ class Evaluator:
         try:
             trainer = self.trainer or train_and_evaluate  # looked up now: tests patch the module's
             result = trainer(trained, self.data, cfg, on_epoch,
-                             progress=lambda m: log.log(logging.INFO if m.startswith("resuming") else logging.DEBUG,
+                             progress=lambda m: log.log(logging.INFO if m.startswith(RESUMING) else logging.DEBUG,
                                                         "trial %d %s", trial.number, m),
                              **({"checkpoint": ckpt} if ckpt is not None else {}))
         except Diverged as exc:

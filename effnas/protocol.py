@@ -21,11 +21,9 @@ from typing import Any
 import torch
 
 from .data import DataSplits
-from .train import ProxyConfig
+from .train import NOT_PROTOCOL, ProxyConfig
 
 __all__ = ["data_identity", "training_protocol", "checkpoint_path", "NOT_PROTOCOL"]
-
-NOT_PROTOCOL = ("threads", "device", "eval_batch_size", "channels_last")
 
 
 def _digest(*tensors: torch.Tensor) -> str:

@@ -170,8 +170,10 @@ def evaluate(model: nn.Module, ds: ImageDataset, mean, std, batch_size: int = 50
 EpochCallback = Callable[[int, float], None]
 
 CHECKPOINT_VERSION = 1
-# what may differ between the run that wrote a checkpoint and the run that resumes it
-_NOT_IDENTITY = ("threads", "device", "eval_batch_size", "channels_last")
+# What does not change a training's result (but its speed or memory): a study's protocol
+# (effnas.protocol) and a checkpoint's identity leave it out, so either may differ on resume.
+NOT_PROTOCOL = ("threads", "device", "eval_batch_size", "channels_last")
+RESUMING = "resuming after epoch"  # how a resumed training's first progress line starts
 
 
 def _checkpoint_identity(spec: ArchSpec, data: DataSplits, cfg: TrainConfig, eval_split: str) -> dict[str, Any]:
@@ -182,7 +184,7 @@ def _checkpoint_identity(spec: ArchSpec, data: DataSplits, cfg: TrainConfig, eva
     val = getattr(data, eval_split)
     labels.update(val.labels.contiguous().numpy().tobytes())
     return {"arch": spec.to_string(), "eval_split": eval_split,
-            "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY},
+            "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_PROTOCOL},
             "data": {"name": data.name, "train_images": len(data.train), "eval_images": len(val),
                      "labels": labels.hexdigest()[:16]}}
 
@@ -287,7 +289,7 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                 _set_rng_state(state["rng"], train_batches, device)
                 history, step, images = state["history"], state["step"], state["images"]
                 train_time, accuracy, start = state["train_seconds"], state["accuracy"], state["epoch"] + 1
-                message = f"resuming after epoch {state['epoch']}/{cfg.epochs} from {checkpoint}"
+                message = f"{RESUMING} {state['epoch']}/{cfg.epochs} from {checkpoint}"
                 (progress or log.info)(message)
         for epoch in range(start, cfg.epochs + 1):
             model.train()
