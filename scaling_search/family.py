@@ -278,22 +278,26 @@ def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
     checkpoints: list[Path] = []  # each member saves itself after every epoch: an interrupted run resumes
     if data_cache is not None:
         from effnas.protocol import checkpoint_path
+        from effnas.study import handle_signals
         from effnas.train import train_and_evaluate
 
         train_cfg = cfg.proxy.train_config(cfg.train.seed)
+        # handle_signals: Ctrl-C and SIGTERM stop it also where it started with SIGINT ignored (`cmd &`)
         try:
-            for i, (name, spec) in enumerate(specs.items()):
-                if i > upto:
-                    break
-                data = data_cache.at(spec.resolution)
-                if cfg.train.checkpoint:
-                    checkpoints.append(checkpoint_path(folder / "checkpoints", name, spec, cfg.dataset, data,
-                                                       cfg.proxy, cfg.train.seed))
-                result = train_and_evaluate(spec, data, train_cfg, checkpoint=checkpoints[-1] if checkpoints else None,
-                                            progress=lambda m, name=name: print(f"scale-family: {name}: {m}", flush=True))
-                table.loc[i, "accuracy"], table.loc[i, "train_seconds"] = result.accuracy, result.train_seconds
-                print(f"scale-family: trained {name} ({spec.resolution} px): minival accuracy "
-                      f"{result.accuracy:.4f} in {result.train_seconds:.1f}s", flush=True)
+            with handle_signals():
+                for i, (name, spec) in enumerate(specs.items()):
+                    if i > upto:
+                        break
+                    data = data_cache.at(spec.resolution)
+                    ckpt = checkpoint_path(folder / "checkpoints", name, spec, cfg.dataset, data, cfg.proxy,
+                                           cfg.train.seed) if cfg.train.checkpoint else None
+                    checkpoints += [ckpt] if ckpt is not None else []
+                    result = train_and_evaluate(spec, data, train_cfg, checkpoint=ckpt,
+                                                progress=lambda m, name=name: print(f"scale-family: {name}: {m}",
+                                                                                    flush=True))
+                    table.loc[i, "accuracy"], table.loc[i, "train_seconds"] = result.accuracy, result.train_seconds
+                    print(f"scale-family: trained {name} ({spec.resolution} px): minival accuracy "
+                          f"{result.accuracy:.4f} in {result.train_seconds:.1f}s", flush=True)
         except KeyboardInterrupt as exc:
             if any(c.exists() for c in checkpoints):
                 exc.detail = (f"the finished members and epochs are saved in {folder / 'checkpoints'}; run the same "
