@@ -39,15 +39,18 @@ takes 250-450 s (the searched and matched B0s, 3-4M FLOPs at 32 px) to 861-871 s
 with tcmalloc it took 87 min 5 s (run 4, 2026-12-01: stage 1 8 min 25 s, EfficientNet-B0 783-807 s
 a training). The families are the long run: a b1 network is 16-23M FLOPs (20-40 minutes a
 training; three networks x 3 seeds per phi, and their 1-epoch proxies), so ``--family-upto 1``
-adds about two hours with two jobs, and every further phi about doubles it.
+adds about two hours with two jobs, and every further phi more; how much depends on the
+coefficients stage 2 chooses (run 5: alpha 1.5, beta 1.0, gamma 1.05 -- b1..b3 at 14-31M FLOPs,
+about 9 hours of both cores for the three phis).
 
 Writes ``pipeline.json`` (every run; an interrupted bench resumes from it), ``pipeline.md`` (the
 table) and ``pipeline.png`` (accuracy vs FLOPs) into ``--results``, and prints the headline
 comparison last. Every training of more than one epoch saves itself after each epoch in
 ``--results``/checkpoints (removed once its result is in pipeline.json): Ctrl-C, SIGTERM or a kill
 loses at most the epoch each running training was in, and the same command resumes there with the
-result an uninterrupted training gets -- so the hours-long families can run across several sittings. ``--smoke`` runs every step at toy sizes (minutes) to check the machinery only:
-its numbers mean nothing.
+result an uninterrupted training gets -- so the hours-long families can run across several
+sittings (``--status`` shows where a run stands). ``--smoke`` runs every step at toy sizes
+(minutes) to check the machinery only: its numbers mean nothing.
 """
 
 from __future__ import annotations
