@@ -33,7 +33,7 @@ from torch import nn
 from search_space import ArchSpec, build_model
 
 from .data import Batches, DataSplits, ImageDataset
-from .io import atomic_write
+from .io import atomic_write, remove_stale_temp
 from .optim import OPTIMIZERS, SCHEDULES
 from .schema import Schema, rule
 from .threads import torch_threads
@@ -281,6 +281,7 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
         start = 1
         if checkpoint is not None:
             checkpoint = Path(checkpoint)
+            remove_stale_temp(checkpoint.parent)  # a checkpoint half-written by a killed process
             identity = _checkpoint_identity(spec, data, cfg, eval_split)
             state = _load_checkpoint(checkpoint, identity)
             if state is not None:

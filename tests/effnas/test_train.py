@@ -164,6 +164,18 @@ def test_a_checkpoint_of_another_training_is_refused_and_kept(small, spec, tmp_p
     train_and_evaluate(spec, small, TrainConfig(epochs=1, threads=2, seed=5, eval_batch_size=100), checkpoint=ckpt)
 
 
+def test_a_checkpoint_half_written_by_a_killed_process_is_swept(small, spec, tmp_path):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process holds now
+    stale = tmp_path / f".run.pt.{socket.gethostname()}-{dead.pid}.abc.tmp"  # atomic_write's temp name
+    stale.write_bytes(b"half a checkpoint")
+    train_and_evaluate(spec, small, TrainConfig(epochs=1, threads=1), checkpoint=tmp_path / "run.pt")
+    assert not stale.exists() and (tmp_path / "run.pt").exists()
+
+
 def test_an_unreadable_checkpoint_is_one_clear_error(small, spec, tmp_path):
     ckpt = tmp_path / "run.pt"
     ckpt.write_bytes(b"not a checkpoint")
