@@ -21,7 +21,7 @@ from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
 from .study.attrs import set_user_attrs
 from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials
-from .train import RESUMING, Diverged, ProxyConfig, TrainResult, train_and_evaluate
+from .train import RESUMING, Diverged, ProxyConfig, TrainResult, result_settings, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
 
@@ -75,9 +75,7 @@ class Evaluator:
         resolution, the recipe with the seed, and the image count; the study's protocol fixes the rest."""
         if self.checkpoints is None or self.trainer is not None or cfg.epochs < 2:
             return None
-        from .protocol import training_protocol
-
-        what = {"arch": spec.to_string(), "train": training_protocol(cfg), "images": len(self.data.train)}
+        what = {"arch": spec.to_string(), "train": result_settings(cfg), "images": len(self.data.train)}
         return self.checkpoints / f"trial-{hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]}.pt"
 
     @staticmethod

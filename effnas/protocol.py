@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .data import DataSplits
-from .train import NOT_PROTOCOL, ProxyConfig
+from .train import NOT_PROTOCOL, ProxyConfig, result_settings
 
 __all__ = ["data_identity", "training_protocol", "checkpoint_path", "NOT_PROTOCOL"]
 
@@ -49,7 +49,7 @@ def training_protocol(proxy: ProxyConfig, evaluator: Any = None) -> dict[str, An
     """The proxy config minus what does not change a score, and -- under ``evaluator`` -- the
     evaluator's settings where it has any (``evaluator=supernet``; the default ``proxy`` evaluator
     adds nothing, so studies made before the evaluator group resume unchanged)."""
-    out = {k: v for k, v in dataclasses.asdict(proxy).items() if k not in NOT_PROTOCOL}
+    out = result_settings(proxy)
     extra = evaluator.protocol() if evaluator is not None else None
     if extra is not None:
         out["evaluator"] = extra

@@ -39,7 +39,7 @@ from .schema import Schema, rule
 from .threads import torch_threads
 
 __all__ = ["ProxyConfig", "TrainConfig", "TrainResult", "Diverged", "train_and_evaluate", "evaluate",
-           "resolve_device", "CheckpointError"]
+           "resolve_device", "CheckpointError", "result_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,11 @@ NOT_PROTOCOL = ("threads", "device", "eval_batch_size", "channels_last")
 RESUMING = "resuming after epoch"  # how a resumed training's first progress line starts
 
 
+def result_settings(cfg: ProxyConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that decide a training's result: all but :data:`NOT_PROTOCOL`."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_PROTOCOL}
+
+
 def _checkpoint_identity(spec: ArchSpec, data: DataSplits, cfg: TrainConfig, eval_split: str) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the checkpoint: the architecture, the
     recipe and seed, and the data (name, counts, a digest of the labels in their order -- cheap, and
@@ -184,7 +189,7 @@ def _checkpoint_identity(spec: ArchSpec, data: DataSplits, cfg: TrainConfig, eva
     val = getattr(data, eval_split)
     labels.update(val.labels.contiguous().numpy().tobytes())
     return {"arch": spec.to_string(), "eval_split": eval_split,
-            "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_PROTOCOL},
+            "train": result_settings(cfg),
             "data": {"name": data.name, "train_images": len(data.train), "eval_images": len(val),
                      "labels": labels.hexdigest()[:16]}}
 
