@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from search_space import ArchSpec, count_flops, count_params
@@ -21,7 +22,7 @@ from .progress import fmt_count
 from .study import BudgetTaken, Interrupted
 from .study.attrs import set_user_attrs
 from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials
-from .train import RESUMING, Diverged, ProxyConfig, TrainResult, result_settings, train_and_evaluate
+from .train import RESUMING, CheckpointError, Diverged, ProxyConfig, TrainResult, result_settings, train_and_evaluate
 
 __all__ = ["Evaluator", "SearchExhausted"]
 
@@ -50,7 +51,8 @@ class Evaluator:
     after every epoch, named by its architecture, seed and recipe: the retry of an attempt that was
     interrupted or whose worker died resumes after the attempt's last finished epoch (where the
     folder is shared with the worker that ran it). The file is removed once the trial is COMPLETE or
-    PRUNED."""
+    PRUNED, or FAILs by an error nothing retries (kept: an unreadable or foreign file, a
+    :class:`~effnas.train.CheckpointError`)."""
 
     max_duplicates_in_a_row = 200
 
@@ -196,6 +198,11 @@ class Evaluator:
             raise
         except Interrupted as exc:  # the checkpoint stays: the retry resumes it
             trial.set_user_attr("reason", f"interrupted by {exc.signame}")
+            raise
+        except (CheckpointError, UpdateFinishedTrialError):
+            raise  # not this training's file (left for the user) / failed as stale: its retry resumes it
+        except Exception:  # the trial FAILs and is never retried: nothing would resume the checkpoint
+            self._drop(ckpt)
             raise
         self._drop(ckpt)
         reward = self.reward(result.accuracy, cost)

@@ -1,12 +1,21 @@
 """The evaluator's duplicate check: which earlier trial a new one would repeat, kept incrementally
-(finished trials are indexed once) with the same answers as a scan of the whole study."""
+(finished trials are indexed once) with the same answers as a scan of the whole study; and what
+becomes of a failed trial's checkpoint."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
+import pytest
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState, create_trial
 
+from effnas import evaluate
 from effnas.evaluate import Evaluator
+from effnas.objective import Reward
+from effnas.train import CheckpointError, ProxyConfig
+from search_space import reference_spec
 from effnas.study.enqueue import DUPLICATE
 
 DIST = {"x": optuna.distributions.CategoricalDistribution(["a", "b", "c", "d", "e", "f", "g"])}
@@ -68,3 +77,30 @@ def test_a_waiting_point_is_a_twin_through_arch_of():
     assert with_arch_of._twin(asking, "a") is None
     without = Evaluator(None, None, None, max_flops=None, max_params=None, seed=0, dedupe=True)
     assert without._twin(asking, "b") is None
+
+
+class _Broken(RuntimeError):
+    pass
+
+
+def _failing_trainer(error: Exception):
+    """A training that saves its first epoch where it was told, then fails with ``error``."""
+    def trainer(spec, data, cfg, on_epoch, progress=None, checkpoint=None):
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_bytes(b"epoch 1")
+        raise error
+    return trainer
+
+
+@pytest.mark.parametrize("error, kept", [(_Broken("out of memory"), False),                 # never retried
+                                         (CheckpointError("not this training's"), True),  # the user's file
+                                         (UpdateFinishedTrialError("failed as stale"), True)])  # its retry resumes
+def test_a_failed_trials_checkpoint_is_dropped_unless_something_resumes_it(monkeypatch, tmp_path, error, kept):
+    monkeypatch.setattr(evaluate, "train_and_evaluate", _failing_trainer(error))
+    ev = Evaluator(SimpleNamespace(train=[None] * 8), ProxyConfig(epochs=3, threads=1), Reward(target=1e6),
+                   max_flops=None, max_params=None, seed=0, checkpoints=tmp_path / "checkpoints")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    with pytest.raises(type(error)):
+        ev.run(trial, reference_spec("efficientnet-b0", num_classes=10, in_channels=1))
+    assert [p.read_bytes() for p in (tmp_path / "checkpoints").glob("trial-*.pt")] == ([b"epoch 1"] if kept else [])
