@@ -89,7 +89,14 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     test_acc = None if data.test is None else evaluate(
         model, data.test, data.mean, data.std, tcfg.eval_batch_size, next(model.parameters()).device,
         tcfg.channels_last)
-    folder.mkdir(parents=True)
+    base.mkdir(parents=True, exist_ok=True)
+    while True:  # another run of the same name may have taken this folder meanwhile
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            suffix += 1
+            folder = base / f"{name}_{stamp}_{suffix}"
     save_config(dataclasses.asdict(cfg), folder)
     torch.save({"arch": spec.to_string(), "state_dict": model.state_dict(), "mean": data.mean,
                 "std": data.std}, folder / "model.pt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,6 +66,30 @@ def test_nas_train_on_a_folder_with_test_reports_test_accuracy(tmp_path: Path, c
     assert not [r for r in caplog.records if r.levelno == logging.WARNING and "test split" in r.getMessage()]
     assert 0 <= metrics["test_accuracy"] <= 1
     assert any("16 train / 8 minival / 6 test images" in r.getMessage() for r in caplog.records)
+
+
+def test_a_folder_taken_by_another_run_during_training_is_not_written_over(tmp_path: Path, monkeypatch) -> None:
+    """Two runs of the same name started in the same second: the one that finishes second gets its own folder."""
+    import nas.trainone as trainone
+    write_folder(tmp_path / "flowers", per_class=12)
+    taken = []
+
+    def and_meanwhile(spec, data, cfg, **kw):  # the other run's folder appears while this one trains
+        stamp = trainone._dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for name in (f"tiny_{stamp}", f"tiny_{stamp}_2"):
+            (tmp_path / "train" / name).mkdir(parents=True)
+            (tmp_path / "train" / name / "metrics.json").write_text("the other run's")
+            taken.append(tmp_path / "train" / name)
+        return real(spec, data, cfg, **kw)
+
+    real = trainone.train_and_evaluate
+    monkeypatch.setattr(trainone, "train_and_evaluate", and_meanwhile)
+    fixed = trainone._dt.datetime.now()
+    monkeypatch.setattr(trainone, "_dt", SimpleNamespace(datetime=SimpleNamespace(now=lambda: fixed)))
+    metrics = run_train(train_cfg(tmp_path, tmp_path / "flowers"))
+    assert Path(metrics["folder"]) not in taken and Path(metrics["folder"]).name.endswith("_3")
+    assert [(t / "metrics.json").read_text() for t in taken] == ["the other run's"] * 2
+    assert json.loads((Path(metrics["folder"]) / "metrics.json").read_text())["name"] == "tiny"
 
 
 @pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
