@@ -8,17 +8,20 @@ would (``0o666`` minus the umask) before it is renamed, so a team sharing ``resu
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-__all__ = ["atomic_write", "write_table", "write_json", "write_text", "file_mode", "remove_stale_temp"]
+__all__ = ["atomic_write", "write_table", "write_json", "write_text", "file_mode", "remove_stale_temp", "locked",
+           "Busy"]
 
 _OWNER = f"{socket.gethostname()}-{os.getpid()}"  # in temporary names: whose they are
 _TEMP = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
@@ -93,3 +96,47 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     return path
 
 
+
+
+class Busy(ValueError):
+    """Another process holds the lock (:func:`locked` with ``wait=False``); one line, naming it."""
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, *, wait: bool = True, owned: bool = False) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created if missing) for the block. The
+    kernel releases it when the process dies, however it dies.
+
+    ``wait=False``: raise :class:`Busy` at once if another process holds it (the message names the
+    holder, ``<host>:<pid>``, which is written into the file). ``owned=True``: the file is this
+    block's alone -- it is removed at the end (a waiter that opened it before the removal notices
+    and takes the new file instead); without it the file stays, as a lock shared by many blocks must."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise Busy(f"{path} is held by {holder}") from None
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed (and maybe re-made) by its last holder meanwhile: take the file now there
+    try:
+        if not wait:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()}:{os.getpid()}".encode(), 0)
+        yield
+    finally:
+        if owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(fd)

@@ -10,7 +10,6 @@ cannot be written under one name and read under another.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import math
 import threading
@@ -24,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import optuna
 import pandas as pd
 
-from .io import atomic_write
+from .io import atomic_write, locked
 
 __all__ = ["Table", "TABLES", "TRIALS", "GRID", "FAMILY", "TRIAL_COLUMNS", "trials_frame", "export_study",
            "best_trial", "best_of", "best_candidate", "Throttle", "throttled", "EXPORT_SECONDS"]
@@ -348,15 +347,11 @@ def export_study(study: optuna.Study, folder: str | Path, param_names: list[str]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cache = _row_cache(study, param_names)
-    with open(folder / f".{stem}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-            df, text = cache.table(trials)
-            atomic_write(folder / f"{stem}.parquet", lambda p: df.to_parquet(p, index=False))
-            atomic_write(folder / f"{stem}.csv", lambda p: _write_csv(p, text))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(folder / f".{stem}.lock"):
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        df, text = cache.table(trials)
+        atomic_write(folder / f"{stem}.parquet", lambda p: df.to_parquet(p, index=False))
+        atomic_write(folder / f"{stem}.csv", lambda p: _write_csv(p, text))
     return df
 
 

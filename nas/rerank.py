@@ -12,7 +12,6 @@ Re-evaluations never use the search budget.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import statistics
@@ -22,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from effnas.io import locked
 from effnas.study.enqueue import counts_toward_budget
 
 __all__ = ["RERANK_OF", "candidates", "enqueue_reranks", "rerank_summary", "rerank_seed"]
@@ -51,21 +51,16 @@ def enqueue_reranks(study: optuna.Study, folder: Path, k: int, seeds: int) -> in
         return 0
     top = candidates(study, k)
     added = 0
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".enqueue.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            have = {(t.user_attrs.get(RERANK_OF), t.user_attrs.get("rerank_seed"))
-                    for t in study.get_trials(deepcopy=False)
-                    if t.user_attrs.get(RERANK_OF) is not None and t.state != TrialState.FAIL}
-            for t in top:
-                for s in range(seeds):
-                    if (t.number, s) in have:
-                        continue
-                    study.enqueue_trial(dict(t.params), user_attrs={RERANK_OF: t.number, "rerank_seed": s})
-                    added += 1
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(folder / ".enqueue.lock"):
+        have = {(t.user_attrs.get(RERANK_OF), t.user_attrs.get("rerank_seed"))
+                for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get(RERANK_OF) is not None and t.state != TrialState.FAIL}
+        for t in top:
+            for s in range(seeds):
+                if (t.number, s) in have:
+                    continue
+                study.enqueue_trial(dict(t.params), user_attrs={RERANK_OF: t.number, "rerank_seed": s})
+                added += 1
     return added
 
 

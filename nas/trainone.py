@@ -13,11 +13,14 @@ Interrupts: with ``checkpoint=true`` (the default) the training is saved after e
 architecture, the data's identity, the recipe, the seed). Ctrl-C, SIGTERM or a kill loses at most
 the epoch in progress: the same command again resumes after the last saved epoch and ends with the
 weights an uninterrupted run would have (same device and threads). The checkpoint is removed once
-the results folder is written.
+the results folder is written. While a run trains, the same command elsewhere on the machine (or on a
+shared file system with working ``flock``) is refused in one line naming the running one's process
+(exit 2) instead of training the same network twice into the same checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import logging
@@ -28,7 +31,7 @@ import torch
 
 from effnas.allocator import in_use as allocator_in_use
 from effnas.config import as_config
-from effnas.io import write_json
+from effnas.io import Busy, locked, write_json
 from effnas.protocol import checkpoint_path
 from effnas.runs import save_config
 from effnas.study import Interrupted, handle_signals
@@ -77,35 +80,44 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
     tcfg = proxy.train_config(cfg.seed)
     checkpoint = (checkpoint_path(base / "checkpoints", name, spec, cfg.dataset, data, proxy, cfg.seed)
                   if cfg.checkpoint else None)
-    try:
-        with handle_signals():
-            result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m),
-                                        checkpoint=checkpoint)
-    except Interrupted as exc:
-        if checkpoint is not None and checkpoint.exists():
-            exc.detail = f"the finished epochs are saved in {checkpoint}; run the same command again to resume"
-        raise
-    model = result.model
-    test_acc = None if data.test is None else evaluate(
-        model, data.test, data.mean, data.std, tcfg.eval_batch_size, next(model.parameters()).device,
-        tcfg.channels_last)
-    base.mkdir(parents=True, exist_ok=True)
-    while True:  # another run of the same name may have taken this folder meanwhile
+    with contextlib.ExitStack() as held:
+        if checkpoint is not None:  # one run per checkpoint: a second run of the same command is refused at once
+            try:
+                held.enter_context(locked(checkpoint.with_name(checkpoint.name + ".lock"), wait=False, owned=True))
+            except Busy as exc:
+                holder = str(exc).rpartition(" is held by ")[2]
+                raise Busy(f"another nas-train ({holder}) is training {name} with the same data, recipe and seed "
+                           f"now (checkpoint {checkpoint}); wait for it to finish, or change seed= or "
+                           f"pass checkpoint=false to train a second copy") from None
         try:
-            folder.mkdir()
-            break
-        except FileExistsError:
-            suffix += 1
-            folder = base / f"{name}_{stamp}_{suffix}"
-    save_config(dataclasses.asdict(cfg), folder)
-    torch.save({"arch": spec.to_string(), "state_dict": model.state_dict(), "mean": data.mean,
-                "std": data.std}, folder / "model.pt")
-    metrics = {"name": name, "arch": spec.to_string(), "dataset": data.name, "resolution": spec.resolution,
-               "test_accuracy": test_acc, "minival_accuracy": result.accuracy, "epochs": result.epochs_done,
-               "train_seconds": result.train_seconds, "params": count_params(spec),
-               "flops": count_flops(spec), "seed": cfg.seed, "history": result.history,
-               "train": dataclasses.asdict(tcfg), "folder": str(folder)}
-    write_json(metrics, folder / "metrics.json")
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    return metrics
+            with handle_signals():
+                result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m),
+                                            checkpoint=checkpoint)
+        except Interrupted as exc:
+            if checkpoint is not None and checkpoint.exists():
+                exc.detail = f"the finished epochs are saved in {checkpoint}; run the same command again to resume"
+            raise
+        model = result.model
+        test_acc = None if data.test is None else evaluate(
+            model, data.test, data.mean, data.std, tcfg.eval_batch_size, next(model.parameters()).device,
+            tcfg.channels_last)
+        base.mkdir(parents=True, exist_ok=True)
+        while True:  # another run of the same name may have taken this folder meanwhile
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                suffix += 1
+                folder = base / f"{name}_{stamp}_{suffix}"
+        save_config(dataclasses.asdict(cfg), folder)
+        torch.save({"arch": spec.to_string(), "state_dict": model.state_dict(), "mean": data.mean,
+                    "std": data.std}, folder / "model.pt")
+        metrics = {"name": name, "arch": spec.to_string(), "dataset": data.name, "resolution": spec.resolution,
+                   "test_accuracy": test_acc, "minival_accuracy": result.accuracy, "epochs": result.epochs_done,
+                   "train_seconds": result.train_seconds, "params": count_params(spec),
+                   "flops": count_flops(spec), "seed": cfg.seed, "history": result.history,
+                   "train": dataclasses.asdict(tcfg), "folder": str(folder)}
+        write_json(metrics, folder / "metrics.json")
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+        return metrics

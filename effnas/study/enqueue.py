@@ -20,6 +20,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from ..io import locked
+
 __all__ = ["BudgetTaken", "DUPLICATE", "SearchExhausted", "open_study", "protocol_differences", "trial_counts", "budget_used",
            "counts_toward_budget", "sampler_stream", "over_budget", "enqueue_once", "drop_duplicate_waiting",
            "twin_of", "fixed_point", "NewlyFinished", "BudgetCounter", "study_trials", "live_trials"]
@@ -252,21 +254,14 @@ def sampler_stream(study: optuna.Study, folder: Path, seed: int, who: str) -> tu
     command therefore never replays an earlier process's proposals, and a study is reproducible
     from ``search.seed`` (stream 0 is what a single run gets). Recorded in the study as
     ``sampler_stream_<n>``. Local processes take their number under a lock file in the study folder."""
-    import fcntl
-
     import numpy as np
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".enqueue.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            taken = [k for k in study.user_attrs if k.startswith("sampler_stream_")]
-            stream = len(taken)
-            value = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-            study.set_user_attr(f"sampler_stream_{stream}", {"search.seed": seed, "sampler_seed": value,
-                                                              "worker": who})
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(folder / ".enqueue.lock"):
+        taken = [k for k in study.user_attrs if k.startswith("sampler_stream_")]
+        stream = len(taken)
+        value = int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+        study.set_user_attr(f"sampler_stream_{stream}", {"search.seed": seed, "sampler_seed": value,
+                                                          "worker": who})
     return stream, value
 
 
@@ -309,19 +304,12 @@ def enqueue_once(study: optuna.Study, points: list[dict[str, Any]], folder: Path
     check-then-enqueue, so workers starting together would each enqueue it: a lock file in the
     study folder serialises the workers that share the folder (one machine, or a shared file
     system); :func:`run_worker` drops any twin that still slips through (other hosts)."""
-    import fcntl
-
     if not points:
         return 0
-    folder.mkdir(parents=True, exist_ok=True)
     before = len(study.get_trials(deepcopy=False))
-    with open(folder / ".enqueue.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            for params in points:
-                study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(folder / ".enqueue.lock"):
+        for params in points:
+            study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
     return max(0, len(study.get_trials(deepcopy=False)) - before)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -160,3 +161,33 @@ def test_nas_train_interrupted_after_an_epoch_resumes_to_the_weights_of_an_unint
     a = torch.load(Path(resumed["folder"]) / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(Path(whole["folder"]) / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_same_nas_train_twice_at_once_is_refused_in_one_line_and_the_first_goes_on(tmp_path):
+    """A second process with the same command while the first trains: exit 2, one line naming the first
+    process; the first finishes as if alone and leaves no lock behind."""
+    import signal
+
+    first = _nas_train(tmp_path, tmp_path / "r", "proxy.epochs=3")
+    seen = []
+    for line in first.stderr:
+        seen.append(line)
+        if "epoch 1/3" in line:
+            break
+    first.send_signal(signal.SIGSTOP)  # still training (and holding its lock) whatever the machine's speed
+    try:
+        second = _nas_train(tmp_path, tmp_path / "r", "proxy.epochs=3")
+        out, err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2 and "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    (ckpt,) = (tmp_path / "r" / "train" / "checkpoints").glob("b0-*.pt")
+    assert lines == [f"error: another nas-train ({socket.gethostname()}:{first.pid}) is training b0 with the same "
+                     f"data, recipe and seed now (checkpoint {ckpt}); wait for it to finish, or change seed= or pass "
+                     f"checkpoint=false to train a second copy"], err
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, "".join(seen) + err[-2000:]
+    (metrics,) = (tmp_path / "r" / "train").glob("b0_*/metrics.json")
+    assert [h["epoch"] for h in json.loads(metrics.read_text())["history"]] == [1, 2, 3]
+    assert not list((tmp_path / "r" / "train" / "checkpoints").iterdir())
