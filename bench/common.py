@@ -1,11 +1,12 @@
-"""Shared by the benches: Kendall's tau, a resumable record of finished runs, and the plumbing of
-benches that measure in child processes (each prints one ``RESULT {json}`` line)."""
+"""Shared by the benches: Kendall's tau, a resumable record of finished runs, how busy the CPUs are,
+and the plumbing of benches that measure in child processes (each prints one ``RESULT {json}`` line)."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,20 @@ class Runs:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             tmp.replace(self.path)
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), None elsewhere."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def child_env(drop: tuple[str, ...] = (), **extra: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run without installing
 
-from bench.common import child_env, parse_result, print_result  # noqa: E402
+from bench.common import child_env, cpu_busy, parse_result, print_result  # noqa: E402
 
 OPENMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                "OMP_DISPLAY_ENV")
@@ -104,20 +104,6 @@ def measure(mode: str, neighbour: bool, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------- the table
-
-
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), None elsewhere."""
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(values), values[3] + values[4]
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:

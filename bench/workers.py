@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run without inst
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from bench.common import cpu_busy  # noqa: E402
+
 
 def run(root: Path, name: str, workers: int, threads: int, args: argparse.Namespace) -> dict:
     common = [f"results_dir={root}", f"search.study_name={name}", f"search.n_trials={args.trials}",
@@ -50,20 +52,6 @@ def run(root: Path, name: str, workers: int, threads: int, args: argparse.Namesp
     busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
     return {"trials": len(trials), "span": span, "wall": wall, "per_hour": len(trials) / span * 3600,
             "mean_trial": busy / len(trials), "workers": len({t.user_attrs.get("worker") for t in trials})}
-
-
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), None elsewhere."""
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
 
 
 def main() -> None:

@@ -1,4 +1,9 @@
-"""Fixtures shared by every test package: a real PostgreSQL server on loopback.
+"""Fixtures shared by every test package: one torch thread, and a real PostgreSQL server on loopback.
+
+``one_thread`` (a test's; ``one_thread_per_module``: a module's) runs torch on one intra-op thread
+and restores the count after: the suite runs on 2 shared cores, where a second OpenMP thread per
+process oversubscribes them (small forwards and traces 10x slower, timings that measure the
+neighbours rather than the code).
 
 ``postgres_url`` starts one server per test session (its own data directory and free port,
 ``fsync=off``, the unix socket inside the temporary directory), creates a database owned by a
@@ -22,9 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 PG_BIN = Path(os.environ.get("EFFNAS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER, PG_PASSWORD, PG_DB = "effnas", "Pw-s3cret-7319", "effnas"
+
+
+def _torch_on_one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+one_thread = pytest.fixture(name="one_thread")(_torch_on_one_thread)
+one_thread_per_module = pytest.fixture(name="one_thread_per_module", scope="module")(_torch_on_one_thread)
 
 
 @dataclass(frozen=True)

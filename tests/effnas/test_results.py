@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from effnas.io import write_json, write_table
+from effnas.io import write_table
 from effnas.results import TRIAL_COLUMNS, trials_frame
 from effnas.secrets import redact_url
 

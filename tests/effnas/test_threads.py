@@ -153,14 +153,6 @@ def tiny():
     return spec, data
 
 
-@pytest.fixture()
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Stop(Exception):
     pass
 

@@ -7,10 +7,8 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -16,6 +16,7 @@ from PIL import Image
 
 from nas.trainone import run_train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 ARCH = "r1_k3_s11_e1_i32_o16 r1_k3_s22_e1_i16_o24 r1_k3_s22_e1_i24_o40 r1_k3_s22_e1_i40_o80 r1_k3_s22_e1_i80_o112"
 
 
@@ -37,13 +38,6 @@ def train_cfg(tmp: Path, root: Path) -> dict:
                   "threads": 1, "device": "cpu", "bn_recalibrate_batches": 1, "eval_batch_size": 16},
     }
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_nas_train_on_a_flat_folder_reports_minival_with_a_note(tmp_path: Path, caplog) -> None:

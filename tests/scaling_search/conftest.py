@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from effnas.data import get_source
 from search_space import reference_spec, scale_spec
@@ -27,12 +26,8 @@ GRID3_POINTS = {(1.1, 1.1, 1.2), (1.2, 1.1, 1.1), (1.2, 1.1, 1.2)}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """2 shared cores: in-process training with one thread, restored after each module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_thread_per_module):
+    """Every module here on one torch thread (tests/conftest.py says why)."""
 
 
 def narrow_base():

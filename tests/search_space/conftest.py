@@ -7,7 +7,6 @@ import random
 import warnings
 
 import pytest
-import torch
 
 with warnings.catch_warnings():
     # fvcore.nn runs torch.jit.script at import time, which torch 2.13 deprecates
@@ -19,13 +18,8 @@ from search_space import (Activation, ArchSpec, BlockSpec, ConvType, build_model
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The suite runs on 2 shared cores; two OpenMP threads per process oversubscribe them and
-    make small forwards/traces 10x slower. Restored after each module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_thread_per_module):
+    """Every module here on one torch thread (tests/conftest.py says why)."""
 
 
 class RandomTrial:

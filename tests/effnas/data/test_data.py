@@ -622,18 +622,6 @@ def test_batches_argument_errors() -> None:
         one_line_error(excinfo, *needles)
 
 
-@pytest.fixture()
-def one_thread() -> Iterator[None]:
-    """Time on one intra-op thread: with OpenMP, a second thread on a busy core makes each small
-    op wait for a scheduler slice, so multi-threaded timings measure the neighbours, not the code."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.mark.usefixtures("one_thread")
 def test_an_epoch_yields_every_image_once_in_a_new_order() -> None:
     """(Speed is bench/trainer.py's claim, measured against a plain loop side by side: a timed

@@ -20,15 +20,9 @@ from effnas.data.sources import folder
 from effnas.task import load_data
 from effnas.train import ProxyConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 FIXES = ("dataset.root=<folder>", "root=")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def one_line(excinfo: pytest.ExceptionInfo[BaseException], *needles: str, absent: tuple[str, ...] = ()) -> str:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 import torch
 from optuna.trial import TrialState
 
@@ -168,7 +167,6 @@ def test_workers_exporting_together_never_go_back_in_time(tmp_path):
     import threading
 
     journal_study(tmp_path)
-    stop = threading.Event()
     errors: list[BaseException] = []
 
     def worker(i: int) -> None:
