@@ -122,7 +122,7 @@ class ScaleFamilyConfig(Schema):
         from effnas.runs import check_study_name
         from search_space import resolve_arch
 
-        from .family import _coefficients_from_cfg
+        from .family import resolve_coefficients
 
         if self.study_name is not None:
             check_study_name(self.study_name, "study_name")
@@ -131,7 +131,7 @@ class ScaleFamilyConfig(Schema):
         coefficients = self.coefficients
         if hasattr(coefficients, "items"):
             coefficients = dict(coefficients)
-        _coefficients_from_cfg(coefficients)
+        resolve_coefficients(coefficients)
 
 
 register_groups()

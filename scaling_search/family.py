@@ -32,8 +32,8 @@ from search_space.resolve import DEFAULT_ARCH
 from .config import ScaleFamilyConfig
 from .grid import product_of, scaled_spec
 
-__all__ = ["PAPER", "Coefficients", "load_coefficients", "family_table", "format_family", "run_family",
-           "FamilyOutcome", "FAMILY_COLUMNS", "dropout_at"]
+__all__ = ["PAPER", "Coefficients", "load_coefficients", "resolve_coefficients", "family_table", "format_family",
+           "run_family", "FamilyOutcome", "FAMILY_COLUMNS", "dropout_at"]
 
 PAPER = "paper"
 _PAPER_ROWS = list(EFFICIENTNET_PARAMS.values())  # (width, depth, resolution, dropout) of B0..B7
@@ -220,7 +220,10 @@ class FamilyOutcome:
     files: list[Path]
 
 
-def _coefficients_from_cfg(value: Any) -> tuple[Coefficients | str, dict[str, Any], Path | None]:
+def resolve_coefficients(value: Any) -> tuple[Coefficients | str, dict[str, Any], Path | None]:
+    """``coefficients=`` as given -- ``paper`` (or null), a coefficients.yaml (its path or folder), or a
+    mapping {alpha, beta, gamma} -- as (the coefficients or ``"paper"``, the file's record, the file's
+    folder). A bad value is a one-line ValueError naming it."""
     if value is None or value == PAPER:
         return PAPER, {}, None
     if isinstance(value, Mapping):
@@ -237,7 +240,7 @@ def run_family(cfg: ScaleFamilyConfig | Any) -> FamilyOutcome:
     """``scale-family`` from its config (see :class:`scaling_search.config.ScaleFamilyConfig`).
     Everything is checked and computed before the first file is written."""
     cfg = as_config("scale_family", cfg)
-    coeffs, coeff_data, coeff_folder = _coefficients_from_cfg(cfg.coefficients)
+    coeffs, coeff_data, coeff_folder = resolve_coefficients(cfg.coefficients)
     paper = coeffs == PAPER
     max_phi = _check_max_phi(cfg.max_phi, paper)
     dropout = _check_dropout(cfg.dropout)
