@@ -11,17 +11,11 @@ from efficientnet_pytorch import utils as ep_utils
 from search_space import (ArchSpec, count_flops, reference_names,
                           reference_spec, round_filters, round_repeats, scale_resolution,
                           scale_spec)
+from search_space.references import EFFICIENTNET_PARAMS
 
-PUBLISHED = {  # REFERENCE.md: name -> (width, depth, resolution, dropout)
-    "efficientnet-b0": (1.0, 1.0, 224, 0.2),
-    "efficientnet-b1": (1.0, 1.1, 240, 0.2),
-    "efficientnet-b2": (1.1, 1.2, 260, 0.3),
-    "efficientnet-b3": (1.2, 1.4, 300, 0.3),
-    "efficientnet-b4": (1.4, 1.8, 380, 0.4),
-    "efficientnet-b5": (1.6, 2.2, 456, 0.4),
-    "efficientnet-b6": (1.8, 2.6, 528, 0.5),
-    "efficientnet-b7": (2.0, 3.1, 600, 0.5),
-}
+# name -> (width, depth, resolution, dropout), as efficientnet-pytorch publishes it (REFERENCE.md has
+# the same table): the oracle the code's own table is checked against
+PUBLISHED = {f"efficientnet-b{i}": ep_utils.efficientnet_params(f"efficientnet-b{i}") for i in range(8)}
 
 
 def _global_params(width=None, depth=None, min_depth=None, divisor=8):
@@ -111,6 +105,10 @@ def test_scale_spec_is_pure():
     assert base.to_string() == before and base == reference_spec("efficientnet-b0")
     same = scale_spec(base, 1.0, 1.0)
     assert same == base and same is not base
+
+
+def test_the_code_s_table_is_the_published_one():
+    assert EFFICIENTNET_PARAMS == PUBLISHED
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED))
