@@ -453,7 +453,7 @@ def main() -> None:
     proxy_cfg = ProxyConfig(**tiny, threads=threads)
     trainer = Trainer(runs, full, proxy_cfg, jobs=args.jobs, started=started, checkpoints=out / "checkpoints")
 
-    def row(name: str, spec, seeds: int) -> dict:
+    def result_row(name: str, spec, seeds: int) -> dict:
         accs = []
         s = 0  # seeds beyond --seeds measured by an earlier run of the bench count too
         while s < seeds or runs.get(f"{name}|{spec.to_string()}|{s}") is not None:
@@ -484,7 +484,7 @@ def main() -> None:
                      cost(spec, proxy_cfg), rank(name, 0))
                  for name, spec, _ in wanted if spec.to_string() not in stage1_proxy]
         trainer.run(jobs)
-        rows = [row(name, spec, n) for name, spec, n in wanted]
+        rows = [result_row(name, spec, n) for name, spec, n in wanted]
         for r in rows:
             if r["arch"] in stage1_proxy:
                 r["proxy_accuracy"], number = stage1_proxy[r["arch"]]
@@ -593,24 +593,50 @@ def _stop_if_interrupted(signame: str | None, what: str) -> None:
         raise SystemExit(130 if signame == "SIGINT" else 143)
 
 
+# The plot's lines: (kind, legend label, marker and line style, colour).
+_LINES = (("searched", "searched B0 and its family b1..", "o-", "C3"),
+          ("paper", "EfficientNet-B0 and b1.. (paper coefficients)", "s-", "C0"),
+          ("matched", "EfficientNet-B0 matched to each searched member's FLOPs", "^--", "C2"),
+          ("stage-1", "stage-1 networks by proxy reward (seed 0)", ".", "0.55"))
+
+
+def _kind(name: str) -> str | None:
+    """Which of :data:`_LINES` a table row belongs to (None: drawn alone, e.g. MnasNet-A1)."""
+    if name == "searched B0" or name.startswith("searched b"):
+        return "searched"
+    if "(matched" in name:
+        return "matched"
+    if name == "EfficientNet-B0" or name.startswith("EfficientNet b"):
+        return "paper"
+    if name.startswith("stage-1 network"):
+        return "stage-1"
+    return None
+
+
 def _plot(table: list[dict], path: Path) -> None:
+    """Accuracy against FLOPs: the families as lines (in FLOPs order), the other networks alone."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for row in table:
-        marker = "o" if row["name"].startswith("searched") else "s"
-        ax.errorbar(row["flops"] / 1e6, row["mean"], yerr=row["sd"], fmt=marker, capsize=3, label=row["name"])
+    for kind, label, fmt, color in _LINES:
+        rows = sorted((r for r in table if _kind(r["name"]) == kind), key=lambda r: r["flops"])
+        if rows:
+            ax.errorbar([r["flops"] / 1e6 for r in rows], [r["mean"] for r in rows], yerr=[r["sd"] for r in rows],
+                        fmt=fmt, color=color, capsize=3, label=label)
+    for i, row in enumerate(r for r in table if _kind(r["name"]) is None):
+        ax.errorbar(row["flops"] / 1e6, row["mean"], yerr=row["sd"], fmt="DvP*"[i % 4], color=f"C{4 + i % 5}",
+                    capsize=3, label=row["name"])
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
-
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 3, 4, 6 -- not 2x10^0
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("MFLOPs (multiply-adds)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("test accuracy (mean ± sd over seeds)")
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

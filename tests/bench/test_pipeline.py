@@ -172,3 +172,29 @@ def test_a_killed_bench_resumes_its_training_after_the_last_saved_epoch(pipeline
     whole = pipeline._train_job(pipeline.Job("x", arch, 0, "full", "x"),
                                 {"full": full, "proxy": full, "dataset": pipeline.DATASET})
     assert resumed == whole["test_accuracy"]
+
+
+def test_the_plot_draws_each_family_as_one_line_in_flops_order(pipeline, tmp_path, monkeypatch):
+    """The bench's network names, as main() writes them, each on its line; the rest alone."""
+    names = {"searched B0": "searched", "searched b2": "searched", "searched b1": "searched",
+             "EfficientNet-B0": "paper", "EfficientNet b1 (paper coefficients)": "paper",
+             "EfficientNet-B0 w0.55 d0.6 (matched)": "matched",
+             "EfficientNet-B0 w0.8 d0.9 at 50 px (matched to searched b1)": "matched",
+             "stage-1 network 3 by proxy reward": "stage-1", "MnasNet-A1": None, "MobileNetV2": None}
+    assert {name: pipeline._kind(name) for name in names} == names
+    mflops = [3, 9, 5, 8, 20, 2.4, 14, 2.8, 6.4, 6.0]  # searched b2 before b1: the line sorts them
+    table = [{"name": name, "flops": f * 1e6, "mean": 0.8 + i / 100, "sd": 0.01}
+             for i, (name, f) in enumerate(zip(names, mflops))]
+    drawn = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda ax, x, y, **kw: drawn.append((kw["label"], x)) or real(ax, x, y, **kw))
+    pipeline._plot(table, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    lines = {label: x for label, x in drawn}
+    searched = [r["flops"] / 1e6 for r in table if pipeline._kind(r["name"]) == "searched"]
+    assert lines["searched B0 and its family b1.."] == sorted(searched) == [3, 5, 9]
+    assert len(lines["EfficientNet-B0 matched to each searched member's FLOPs"]) == 2
+    assert [label for label, _ in drawn][-2:] == ["MnasNet-A1", "MobileNetV2"] and len(drawn) == 6
