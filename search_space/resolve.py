@@ -175,7 +175,13 @@ def resolve_arch(text: Any, *, what: str = "arch") -> ResolvedArch:
         raise ValueError(f"{what}={text!r} is not a reference name ({', '.join(reference_names())}), "
                          f"an architecture string or an existing best.json / results folder")
     if path.is_dir():
+        if not (path / "best.json").exists():
+            raise ValueError(f"{what}={text}: the folder has no best.json (expected a nas-search results folder, "
+                             f"a best.json path, a reference name or an architecture string)")
         path = path / "best.json"
-    record = _read_json(path)
-    spec, resolution, dataset = _from_record(record, path)
+    try:
+        record = _read_json(path)
+        spec, resolution, dataset = _from_record(record, path)
+    except ValueError as exc:
+        raise ValueError(f"{what}={text}: {exc}") from None
     return ResolvedArch(str(path), "file", record, spec, resolution, dataset)

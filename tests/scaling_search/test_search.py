@@ -347,7 +347,11 @@ def _bad_cases(tmp: Path, base_json: Path) -> dict[str, tuple[str, list[str], st
         "step negative": ("scale-search", [base, "grid.step=-0.05"], "grid.step must be > 0"),
         "point below 1": ("scale-search", [base, "alpha=0.9", "beta=1.1", "gamma=1.1"], "alpha must be a number >= 1, got 0.9"),
         "partial point": ("scale-search", [base, "alpha=1.2"], "needs alpha, beta and gamma"),
-        "missing best.json": ("scale-search", [f"base={inputs / 'nowhere' / 'best.json'}"], "not found"),
+        "missing best.json": ("scale-search", [f"base={inputs / 'nowhere' / 'best.json'}"],
+                              f"base={inputs / 'nowhere' / 'best.json'}: architecture file "
+                              f"{inputs / 'nowhere' / 'best.json'} not found"),
+        "folder without best.json": ("scale-search", [f"base={inputs}"],
+                                     f"base={inputs}: the folder has no best.json (expected a nas-search results folder"),
         "garbage best.json": ("scale-search", [f"base={inputs / 'garbage.json'}"], "is not valid JSON"),
         "arch and spec disagree": ("scale-search", [f"base={inputs / 'mixed.json'}"], "describe different networks"),
         "best.json for another dataset": ("scale-search", [f"base={inputs / 'imagenet.json'}"],
@@ -382,7 +386,7 @@ def bad_runs(tmp_path_factory, base_json, st):
 
 
 BAD_CASES = ["empty grid", "alpha below 1", "tol zero", "step negative", "point below 1", "partial point",
-             "missing best.json", "garbage best.json", "arch and spec disagree", "best.json for another dataset",
+             "missing best.json", "folder without best.json", "garbage best.json", "arch and spec disagree", "best.json for another dataset",
              "coefficients without gamma", "coefficients gamma below 1", "coefficients not yaml", "phi below 0"]
 
 
@@ -411,7 +415,7 @@ def test_empty_grid_message_names_the_bound(bad_runs):
     ({"grid": {"step": 0}}, "grid.step must be > 0"),
     ({"grid": {"mode": "flops"}}, "grid.mode must be one of"),
     ({"baselines": "maybe"}, "baselines must be true or false"),
-    ({"base": "FOLDER"}, "best.json not found"),
+    ({"base": "FOLDER"}, "the folder has no best.json"),
     ({"base": "CLASSES"}, "num_classes=1000 but its architecture has 10"),
     ({"base": "r1_k4_s11_e1_i32_o16"}, "not a reference name"),
     ({"base_resolution": 16}, "base_resolution must be an integer >= 32"),
