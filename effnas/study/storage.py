@@ -59,6 +59,13 @@ class JournalConfig(StorageConfig):
     url: Optional[str] = None  # path of the journal file; null = <results_dir>/<study>/study.journal
     lock: str = rule("symlink", choices=("symlink", "open"))  # symlink (local disk) | open (NFS)
 
+    def validate(self) -> None:
+        scheme = re.match(r"^([a-z][a-z0-9+.-]*)://", self.url or "", re.I)
+        if scheme:  # a database URL here would become a file path (password included)
+            kind = "sqlite" if scheme[1].lower() == "sqlite" else "postgres"
+            raise self.fail("url", f"{redact_url(self.url)!r} is a database URL, but storage=journal takes the path "
+                                   f"of a journal file; add storage={kind} to use the database")
+
     def journal_path(self, folder: Path) -> Path:
         return Path(self.url).expanduser() if self.url else folder / "study.journal"
 

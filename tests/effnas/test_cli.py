@@ -40,6 +40,7 @@ CASES = {
         ("sampler=foo", "sampler"), ("sampler.n_startup_trials=-1", "sampler.n_startup_trials"),
         ("sampler.foo=1", "sampler.foo"), ("pruner=foo", "pruner"), ("pruner.lower=2", "pruner"),
         ("storage=foo", "storage"), ("storage.max_retry=-1", "storage.max_retry"), ("storage.lock=nfs", "storage.lock"),
+        ("storage.url=postgresql://u:pw@h/db", "add storage=postgres"), ("storage.url=sqlite:///s.db", "add storage=sqlite"),
         ("objective=foo", "objective"), ("objective.w=nan", "objective.w"), ("objective.w=0.1", "objective.w"),
         ("objective.metric=energy", "objective.metric"), ("objective.target=-5", "objective.target"),
         ("objective.max_flops=-1", "objective.max_flops"), ("objective.max_flops=big", "objective.max_flops"),
@@ -144,3 +145,14 @@ def test_cfg_job_prints_the_config_with_passwords_redacted(capsys):
         assert run_app("nas_search", _never, ["--cfg", which, "storage=postgres", url]) == 0
         out = capsys.readouterr().out
         assert "Pw-s3cret" not in out and "postgresql://u:***@h/db" in out
+
+
+def test_a_database_url_with_the_journal_storage_is_refused_not_made_a_file(tmp_path, monkeypatch, capsys):
+    """storage.url=postgresql://... without storage=postgres once became a journal file path under
+    ./postgresql:/ -- the password in a folder name -- and the search ran on it."""
+    monkeypatch.chdir(tmp_path)
+    assert run_app("nas_search", _never, ["storage.url=postgresql://u:Pw-s3cret@h/db"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == ("error: storage.url 'postgresql://u:***@h/db' is a database URL, but storage=journal takes the "
+                    "path of a journal file; add storage=postgres to use the database")
+    assert not list(tmp_path.iterdir())
