@@ -185,7 +185,7 @@ def _unknown_key(config_name: str, key: str) -> str:
 def explain_error(config_name: str, exc: BaseException, job: list[str]) -> str:
     """One line, naming the key, for whatever Hydra or OmegaConf raised while composing ``job``."""
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
     from .config import group_options
 
@@ -203,6 +203,8 @@ def explain_error(config_name: str, exc: BaseException, job: list[str]) -> str:
     if isinstance(cause, OmegaConfBaseException):
         key = getattr(cause, "full_key", None) or ""
         message = _first_line(cause)
+        if isinstance(cause, MissingMandatoryValue) and key:
+            return f"{key} is not set: pass {key}=<value>"
         if isinstance(cause, ValidationError) and key:
             m = re.search(r"Value '(.*?)'(?: of type '[^']*')? could not be converted to (\w+)", message) or \
                 re.search(r"Value '(.*?)' is not a valid (bool)", message)
@@ -250,8 +252,23 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 -- e.g. a missing mandatory value
-            raise UsageError(explain_error(config_name, exc, job)) from None
+            raise UsageError(_missing_dataset_root(cfg, exc) or explain_error(config_name, exc, job)) from None
     return jobs, flags
+
+
+def _missing_dataset_root(cfg: Any, exc: BaseException) -> str | None:
+    """``dataset=cifar10`` without ``dataset.root``: the ways to get the files, not OmegaConf's words."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    if not isinstance(exc, MissingMandatoryValue) or getattr(exc, "full_key", None) != "dataset.root":
+        return None
+    from .data.registry import get_source
+
+    name = cfg.dataset.name
+    source = get_source(name)
+    if source.default_root is not None:
+        return f"dataset.root is not set: pass a folder, or null for dataset={name}'s own ({source.default_root})"
+    return f"dataset.root is not set: dataset={name} has no default folder; {source.fixes(False)}"
 
 
 def _print_config(config_name: str, job: list[str], which: str, resolve: bool) -> None:
