@@ -321,7 +321,13 @@ def _absolute_results(cfg: Any) -> None:
             results = Path(HydraConfig.get().runtime.cwd) / results
         except ValueError:
             results = Path.cwd() / results
+    given = cfg.results_dir
     cfg.results_dir = str(results)
+    existing = results
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"results_dir={given}: {existing} is a file; expected a folder (made where missing)")
 
 
 def _run_task(task: Callable[[Any], int | None], cfg: Any) -> int:

@@ -160,3 +160,13 @@ def test_a_database_url_with_the_journal_storage_is_refused_not_made_a_file(tmp_
     assert line == ("error: storage.url 'postgresql://u:***@h/db' is a database URL, but storage=journal takes the "
                     "path of a journal file; add storage=postgres to use the database")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["nas-search", "nas-train", "scale-search", "scale-family"])
+def test_a_results_dir_that_is_a_file_is_one_line_before_any_work(command, tmp_path):
+    (tmp_path / "afile").write_text("mine\n")
+    proc = subprocess.run([command, "results_dir=afile/runs"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [f"error: results_dir=afile/runs: {tmp_path / 'afile'} is a file; expected a "
+                                        f"folder (made where missing)"], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine\n"
