@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import random
 import re
 import time
@@ -78,6 +79,9 @@ class JournalConfig(StorageConfig):
             raise ValueError(f"storage.url={path} is a directory; expected the path of a journal file "
                              f"(e.g. {path / 'study.journal'}) or null for <study folder>/study.journal")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if os.environ.get("EFFNAS_STORAGE_URL"):
+            log.warning("EFFNAS_STORAGE_URL is set, but storage=journal: the study is in the journal file %s "
+                        "(add storage=postgres to use the database)", path)
         journal = optuna.storages.journal
         lock = (journal.JournalFileOpenLock(str(path)) if self.lock == "open"
                 else HolderSymlinkLock(str(path)))

@@ -108,6 +108,20 @@ def test_storage_config_is_checked(bad, message):
     assert "secret" not in str(info.value)
 
 
+@pytest.mark.parametrize("env, warns", [("postgresql://u:secret@h/db", True), ("", False), (None, False)])
+def test_the_journal_says_when_effnas_storage_url_is_set_but_unused(tmp_path, caplog, monkeypatch, env, warns):
+    """A cluster user who set EFFNAS_STORAGE_URL and forgot storage=postgres hears of it, without the URL."""
+    if env is None:
+        monkeypatch.delenv("EFFNAS_STORAGE_URL", raising=False)
+    else:
+        monkeypatch.setenv("EFFNAS_STORAGE_URL", env)
+    with caplog.at_level(logging.WARNING, logger="effnas"):
+        make_storage(storage_config("journal"), tmp_path)
+    warned = [r.getMessage() for r in caplog.records if "EFFNAS_STORAGE_URL is set" in r.getMessage()]
+    assert warned == ([f"EFFNAS_STORAGE_URL is set, but storage=journal: the study is in the journal file "
+                       f"{tmp_path / 'study.journal'} (add storage=postgres to use the database)"] if warns else [])
+
+
 def _hydra_job(tmp_path: Path, *overrides: str, multirun: bool):
     """Pretend to be inside a Hydra job composed from our configs (as the launcher makes it)."""
     from hydra import compose, initialize_config_module
