@@ -96,10 +96,12 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     return path
 
 
-
-
 class Busy(ValueError):
     """Another process holds the lock (:func:`locked` with ``wait=False``); one line, naming it."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path} is held by {holder}")
+        self.path, self.holder = path, holder
 
 
 @contextlib.contextmanager
@@ -120,7 +122,7 @@ def locked(path: str | os.PathLike, *, wait: bool = True, owned: bool = False) -
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-                raise Busy(f"{path} is held by {holder}") from None
+                raise Busy(path, holder) from None
             try:
                 if os.fstat(fd).st_ino == os.stat(path).st_ino:
                     break

@@ -85,10 +85,9 @@ def run_train(cfg: NasTrainConfig | Any) -> dict[str, Any]:
             try:
                 held.enter_context(locked(checkpoint.with_name(checkpoint.name + ".lock"), wait=False, owned=True))
             except Busy as exc:
-                holder = str(exc).rpartition(" is held by ")[2]
-                raise Busy(f"another nas-train ({holder}) is training {name} with the same data, recipe and seed "
-                           f"now (checkpoint {checkpoint}); wait for it to finish, or change seed= or "
-                           f"pass checkpoint=false to train a second copy") from None
+                raise ValueError(f"another nas-train ({exc.holder}) is training {name} with the same data, recipe "
+                                 f"and seed now (checkpoint {checkpoint}); wait for it to finish, or change seed= "
+                                 f"or pass checkpoint=false to train a second copy") from None
         try:
             with handle_signals():
                 result = train_and_evaluate(spec, data, tcfg, keep_model=True, progress=lambda m: log.info("%s", m),
