@@ -18,7 +18,6 @@ is in, enqueued again to take its result -- so every point has one, however the 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -148,7 +147,9 @@ def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, me
         "dataset": meta["dataset"], "num_classes": meta["num_classes"], "in_channels": meta["in_channels"],
         "budget": meta["budget"],
         "seed": settings.seed,
-        "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        # when the chosen point's trial finished: the record is the study's alone, so that exporting
+        # it again (every trial, a resumed or finished study) leaves the file as it was
+        "time": best.datetime_complete.astimezone().isoformat(timespec="seconds"),
         "study": study.study_name, "trial": best.number,
         "points_evaluated": len({point_key(t.params) for t in complete if kind_of(study, t) == "compound"}),
         "points_in_study": len({point_key(point_params(t)) for t in study.get_trials(deepcopy=False)
@@ -267,7 +268,9 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
         if best is None:
             return None
         record = _coefficients_record(study, best, meta, settings)
-        write_text(yaml.safe_dump(record, sort_keys=False, allow_unicode=True), folder / "coefficients.yaml")
+        text, path = yaml.safe_dump(record, sort_keys=False, allow_unicode=True), folder / "coefficients.yaml"
+        if not path.is_file() or path.read_text() != text:  # unchanged: left alone, its mtime too
+            write_text(text, path)
         return record
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

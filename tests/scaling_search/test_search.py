@@ -272,6 +272,14 @@ def test_points_that_round_to_one_network_train_it_once(tmp_path, base_json, cap
     assert t.loc[0, "train_seconds"] > 0 and t.loc[0, "arch"] == t.loc[1, "arch"]
     assert out.best["alpha"] == 1.1  # equal accuracy: the product closer to 2 wins
 
+    # the finished study again: the record is the study's alone, so the file is left as it was
+    coeffs = tmp_path / "round" / "coefficients.yaml"
+    before, stat = coeffs.read_bytes(), coeffs.stat()
+    finished = t.loc[out.best["trial"], "datetime_complete"].to_pydatetime()
+    assert out.best["time"] == finished.astimezone().isoformat(timespec="seconds")
+    assert run_scale_search(cfg).best == out.best
+    assert coeffs.read_bytes() == before and coeffs.stat().st_mtime_ns == stat.st_mtime_ns
+
 
 def test_a_point_whose_network_another_worker_was_training_takes_its_result(tmp_path, base_json, monkeypatch):
     """Two points, one network. While this worker trains the first, another worker takes the second:
