@@ -333,9 +333,12 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                          "images": images, "train_seconds": train_time, "accuracy": accuracy}
                 atomic_write(checkpoint, lambda p: torch.save(state, p))
             if progress is not None:
+                left = cfg.epochs - epoch  # at the mean pace of the epochs so far (resumed ones too)
+                eta = left * sum(h["seconds"] for h in history) / len(history)
                 progress(f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.3f}, "
                          + (f"{eval_split} acc {accuracy:.4f}, " if validate else "")
-                         + f"{record['images_per_second']:.0f} img/s")
+                         + f"{record['images_per_second']:.0f} img/s"
+                         + (f", ETA {eta / 60:.0f} min" if eta >= 60 else f", ETA {eta:.0f} s" if left else ""))
             if on_epoch is not None and validate:
                 on_epoch(epoch, accuracy)
         return TrainResult(accuracy=accuracy, epochs_done=cfg.epochs, train_seconds=train_time,

@@ -143,6 +143,18 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(small, spec
     assert again.accuracy == whole.accuracy and again.history == resumed.history
 
 
+def test_each_epoch_says_how_long_the_rest_will_take(small, spec):
+    """The ETA is the epochs left times the mean epoch so far; the last epoch has none."""
+    said = []
+    result = train_and_evaluate(spec, small, TrainConfig(epochs=3, threads=1), progress=said.append)
+    assert [line.split(":")[0] for line in said] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    seconds = [h["seconds"] for h in result.history]
+    for epoch, line in enumerate(said[:2], start=1):
+        eta = (3 - epoch) * sum(seconds[:epoch]) / epoch
+        assert line.endswith(f", ETA {eta / 60:.0f} min" if eta >= 60 else f", ETA {eta:.0f} s"), line
+    assert "ETA" not in said[2] and said[2].endswith(" img/s")
+
+
 @pytest.mark.parametrize("change, needle", [({"seed": 6}, "train.seed (5 there, 6 here)"),
                                             ({"lr": 0.3}, "train.lr (None there, 0.3 here)"),
                                             ({"epochs": 4}, "train.epochs (1 there, 4 here)")])
