@@ -7,8 +7,9 @@ fsync'd append (~0.6 ms on these machines). A trial of ``nas-search`` records ab
 plain Optuna loop (``bench/overhead.py``). Optuna's journal replays one attribute per record (it
 asserts so), but its file backend appends a *list* of records under one lock and one fsync:
 :func:`set_user_attrs` writes the records of several attributes in one such append, then replays
-them as Optuna's own ``set_trial_user_attr`` does. Other storages (PostgreSQL, SQLite) get one
-``set_trial_user_attr`` per attribute, as before.
+them as Optuna's own ``set_trial_user_attr`` does. That append uses private parts of Optuna's
+journal storage; where an Optuna lacks them (:func:`journal_batches`), and on other storages
+(PostgreSQL, SQLite), each attribute is one public ``set_trial_user_attr``.
 
 Two more writes of every trial ride along: the ``worker`` attribute is *deferred*
 (:func:`defer_user_attrs`) into the trial's first write, and the last epoch's intermediate value
@@ -22,7 +23,7 @@ from typing import Any, Mapping
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 
-__all__ = ["set_user_attrs", "defer_user_attrs", "flush_user_attrs"]
+__all__ = ["set_user_attrs", "defer_user_attrs", "flush_user_attrs", "journal_batches"]
 
 # per running trial object: what this process wrote (the trial's attributes are written by its own
 # worker only; a worker that fails it as stale writes ``reason``, which refuses every later write)
@@ -65,7 +66,7 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any], *,
     storage, frozen = trial.storage, trial._cached_frozen_trial
     # one append on a journal; a step already reported goes through Optuna's own report (its warning)
     batch = isinstance(storage, optuna.storages.JournalStorage) and len(todo) + (report is not None) > 1 \
-        and (report is None or report[0] not in frozen.intermediate_values)
+        and (report is None or report[0] not in frozen.intermediate_values) and journal_batches(storage)
     step_value = (report[0], float(report[1])) if batch and report is not None else None
     if batch:
         _journal_write(storage, trial._trial_id, todo, step_value)
@@ -78,6 +79,27 @@ def set_user_attrs(trial: optuna.Trial, attrs: Mapping[str, Any], *,
         frozen.intermediate_values[step_value[0]] = step_value[1]
     elif report is not None:
         trial.report(report[1], report[0])
+
+
+def journal_batches(storage: optuna.storages.JournalStorage) -> bool:
+    """Whether this Optuna's journal storage has the private parts :func:`_journal_write` uses
+    (checked once per storage class). Where a later Optuna lacks them, every attribute is written
+    with the public ``set_trial_user_attr`` instead: slower, never wrong."""
+    kind = type(storage)
+    if kind not in _BATCHES:
+        try:
+            from optuna.storages.journal._storage import JournalOperation
+            ok = all(hasattr(JournalOperation, op) for op in ("SET_TRIAL_USER_ATTR", "SET_TRIAL_INTERMEDIATE_VALUE"))
+        except ImportError:
+            ok = False
+        ok = ok and all(hasattr(storage, a) for a in ("_thread_lock", "_replay_result", "_backend",
+                                                        "_sync_with_backend")) \
+            and hasattr(storage._replay_result, "worker_id") and hasattr(storage._backend, "append_logs")
+        _BATCHES[kind] = ok
+    return _BATCHES[kind]
+
+
+_BATCHES: dict[type, bool] = {}
 
 
 def _journal_write(storage: optuna.storages.JournalStorage, trial_id: int, attrs: Mapping[str, Any],

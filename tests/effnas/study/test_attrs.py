@@ -10,7 +10,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from effnas.study.attrs import defer_user_attrs, flush_user_attrs, set_user_attrs
+from effnas.study import attrs as attrs_module
+from effnas.study.attrs import defer_user_attrs, flush_user_attrs, journal_batches, set_user_attrs
 
 
 class CountingBackend(JournalFileBackend):
@@ -69,6 +70,28 @@ def test_a_trial_finished_by_another_worker_refuses_the_write_once(tmp_path):
     nxt = study.ask()
     set_user_attrs(nxt, {"a": 1, "b": 2})
     assert study._storage.get_trial(nxt._trial_id).user_attrs == {"a": 1, "b": 2}
+
+
+def test_this_optunas_journal_has_what_the_one_append_needs(tmp_path):
+    """A canary: if an Optuna upgrade drops the private parts the one-append write uses, this fails
+    (the tool itself then falls back to one public write per attribute, next test)."""
+    _, study = _journal(tmp_path)
+    assert journal_batches(study._storage)
+
+
+def test_without_those_parts_each_attribute_is_one_public_write(tmp_path, monkeypatch):
+    class Bare:  # a storage object without the private parts
+        pass
+
+    assert not journal_batches(Bare())
+    backend, study = _journal(tmp_path)
+    monkeypatch.setitem(attrs_module._BATCHES, JournalStorage, False)  # as on such an Optuna
+    trial = study.ask()
+    before = len(backend.appends)
+    attrs = {"arch": "a b c", "flops": 123, "seed": 7}
+    set_user_attrs(trial, attrs)
+    assert backend.appends[before:] == [1, 1, 1]
+    assert study._storage.get_trial(trial._trial_id).user_attrs == attrs
 
 
 def test_a_database_storage_gets_one_write_per_attribute(tmp_path):
