@@ -18,7 +18,7 @@ from search_space import ArchSpec, count_flops, count_params
 
 from .data import DataSplits
 from .objective import Reward, cost_of
-from .progress import fmt_count
+from .units import fmt_count
 from .study import BudgetTaken, Interrupted
 from .study.attrs import set_user_attrs
 from .study.enqueue import DUPLICATE, NewlyFinished, SearchExhausted, study_trials

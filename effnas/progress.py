@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import optuna
@@ -11,24 +10,11 @@ from optuna.trial import TrialState
 
 from .results import best_candidate
 from .study.enqueue import BudgetCounter
+from .units import fmt_count, fmt_seconds
 
-__all__ = ["ProgressReporter", "fmt_count", "fmt_seconds"]
+__all__ = ["ProgressReporter"]
 
 log = logging.getLogger("effnas")
-
-
-def fmt_count(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 class ProgressReporter:

@@ -37,6 +37,7 @@ from .io import atomic_write, remove_stale_temp
 from .optim import OPTIMIZERS, SCHEDULES
 from .schema import Schema, rule
 from .threads import torch_threads
+from .units import fmt_seconds
 
 __all__ = ["ProxyConfig", "TrainConfig", "TrainResult", "Diverged", "train_and_evaluate", "evaluate",
            "resolve_device", "CheckpointError", "result_settings"]
@@ -338,7 +339,7 @@ def train_and_evaluate(spec: ArchSpec, data: DataSplits, cfg: TrainConfig,
                 progress(f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.3f}, "
                          + (f"{eval_split} acc {accuracy:.4f}, " if validate else "")
                          + f"{record['images_per_second']:.0f} img/s"
-                         + (f", ETA {eta / 60:.0f} min" if eta >= 60 else f", ETA {eta:.0f} s" if left else ""))
+                         + (f", ETA {fmt_seconds(eta)}" if left else ""))
             if on_epoch is not None and validate:
                 on_epoch(epoch, accuracy)
         return TrainResult(accuracy=accuracy, epochs_done=cfg.epochs, train_seconds=train_time,

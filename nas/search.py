@@ -20,7 +20,8 @@ from effnas.config import as_config
 from effnas.evaluate import Evaluator, SearchExhausted
 from effnas.io import remove_stale_temp, write_json
 from effnas.objective import auto_target
-from effnas.progress import ProgressReporter, fmt_count
+from effnas.progress import ProgressReporter
+from effnas.units import fmt_count
 from effnas.results import best_trial, export_study
 from effnas.protocol import data_identity, training_protocol
 from effnas.runs import save_config, study_folder

@@ -40,17 +40,13 @@ from ..data import Batches, DataSplits
 from ..io import atomic_write
 from ..threads import torch_threads
 from ..train import Diverged, ProxyConfig, TrainConfig, _lr_factor, _optimizer, resolve_device
+from ..units import fmt_seconds
 from .config import SupernetConfig
 from .model import SuperNet, fair_specs, largest_spec, random_spec, smallest_spec
 
 __all__ = ["train_supernet"]
 
 log = logging.getLogger("effnas")
-
-
-def _fmt_seconds(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _random_text(loss_sum: float, n: int) -> str:
@@ -156,7 +152,7 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
                     left = total_steps - step - 1
                     log.info("supernet: epoch %d/%d step %d/%d, loss %.3f%s, %.0f img/s, ETA %s", epoch, tc.epochs,
                              i + 1, steps_per_epoch, loss_sum / (i + 1), _random_text(others_sum, others_n),
-                             rate * tc.batch_size, _fmt_seconds(left / rate))
+                             rate * tc.batch_size, fmt_seconds(left / rate))
             seconds = time.perf_counter() - t0
             history.append({"epoch": epoch, "loss": loss_sum / steps_per_epoch, "seconds": seconds,
                             "random_loss": others_sum / others_n if others_n else None})
@@ -166,6 +162,6 @@ def train_supernet(net: SuperNet, data: DataSplits, cfg: SupernetConfig, proxy: 
             rate = steps_done / max(time.monotonic() - t_start, 1e-9)
             log.info("supernet: epoch %d/%d done: loss %.3f (largest subnet)%s, %.0fs, ETA %s", epoch, tc.epochs,
                      history[-1]["loss"], _random_text(others_sum, others_n), seconds,
-                     _fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
+                     fmt_seconds((tc.epochs - epoch) * steps_per_epoch / rate))
             last_log = time.monotonic()
         return history

@@ -3,11 +3,14 @@ from its checkpoint exactly."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from effnas.data import load_splits
 from effnas.train import CheckpointError, Diverged, TrainConfig, evaluate, train_and_evaluate
+from effnas.units import fmt_seconds
 from search_space import reference_spec, scale_spec
 
 
@@ -151,7 +154,7 @@ def test_each_epoch_says_how_long_the_rest_will_take(small, spec):
     seconds = [h["seconds"] for h in result.history]
     for epoch, line in enumerate(said[:2], start=1):
         eta = (3 - epoch) * sum(seconds[:epoch]) / epoch
-        assert line.endswith(f", ETA {eta / 60:.0f} min" if eta >= 60 else f", ETA {eta:.0f} s"), line
+        assert line.endswith(f", ETA {fmt_seconds(eta)}") and re.search(r", ETA \d+m\d\ds$", line), line
     assert "ETA" not in said[2] and said[2].endswith(" img/s")
 
 
