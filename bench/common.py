@@ -4,6 +4,7 @@ and the plumbing of benches that measure in child processes (each prints one ``R
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -65,6 +66,12 @@ class Runs:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(self.data, indent=1))
             tmp.replace(self.path)
+
+
+def checkpoint_path(folder: str | os.PathLike, key: str) -> Path:
+    """Where the training recorded under ``key`` (a :class:`Runs` row) saves itself after every
+    epoch, so that a killed bench resumes it after its last saved epoch; removed once the row is in."""
+    return Path(folder) / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
 def cpu_busy(seconds: float = 1.0) -> float | None:

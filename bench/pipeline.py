@@ -71,7 +71,7 @@ import effnas.threads  # noqa: E402
 
 effnas.threads.configure()  # OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLIs do (inherited by the workers)
 
-from bench.common import Runs, kendall_tau  # noqa: E402
+from bench.common import Runs, checkpoint_path, kendall_tau  # noqa: E402
 
 
 def matched_efficientnet(b0, target_flops: int, resolution: int):
@@ -247,11 +247,9 @@ _DATA: dict = {}
 
 def _checkpoint(job: Job, configs: dict) -> Path | None:
     """Where ``job`` saves itself after every epoch (None: no checkpoints, or a one-epoch job)."""
-    import hashlib
-
     if configs.get("checkpoints") is None or configs[job.kind].epochs < 2:
         return None
-    return Path(configs["checkpoints"]) / f"{hashlib.sha1(job.key.encode()).hexdigest()[:16]}.pt"
+    return checkpoint_path(configs["checkpoints"], job.key)
 
 
 def _train_job(job: Job, configs: dict) -> dict:

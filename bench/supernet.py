@@ -27,7 +27,8 @@ On Fashion-MNIST at the default protocol (``proxy`` group defaults: 1 epoch on 1
    ``rerank`` defaults; ``--final-seeds`` seeds) and the mean reward and accuracy compared.
 
 Random search on both sides, so that the evaluators differ only in how they score. Every run is
-saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there. The
+saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there (a
+multi-epoch re-training after its last saved epoch, from ``<results>/checkpoints/``). The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
 ``--random-subnets``, ``--sampling fair``, ``--distill on|off``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
@@ -70,7 +71,7 @@ import effnas.threads  # noqa: E402
 
 effnas.threads.configure()  # OMP_WAIT_POLICY=PASSIVE before torch loads, as the CLIs do (inherited by the workers)
 
-from bench.common import Runs, kendall_tau, partial_tau  # noqa: E402
+from bench.common import Runs, checkpoint_path, kendall_tau, partial_tau  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -363,7 +364,8 @@ def main() -> None:
                 for i, arch in enumerate(tau_set) for s in range(args.reference_seeds)]
         log.info("reference: the tau set stand-alone at %d epochs on %d images, %d seeds (%d trainings)",
                  epochs, images, args.reference_seeds, len(jobs))
-        Trainer(runs, ref_cfg, ref_cfg, jobs=args.jobs, started=time.monotonic(), dataset=dataset).run(jobs)
+        Trainer(runs, ref_cfg, ref_cfg, jobs=args.jobs, started=time.monotonic(), dataset=dataset,
+                checkpoints=out / "checkpoints").run(jobs)
         per_seed = [[runs.get(retrain_key(ref_cfg, arch, s))["accuracy"] for arch in tau_set]
                     for s in range(args.reference_seeds)]
         mean = seed_means(per_seed)
@@ -414,11 +416,15 @@ def main() -> None:
             for s in range(seeds):
                 key = retrain_key(final, row["arch"], s)
                 done = runs.get(key)
-                if done is None:
+                if done is None:  # saved after every epoch: a killed bench resumes it
                     final_data = data if final.train_size == proxy.train_size else _final_data(dataset, final, seed)
-                    res = train_and_evaluate(spec, final_data, final.train_config(seed + 1_000_003 + s))
+                    ckpt = checkpoint_path(out / "checkpoints", key) if final.epochs > 1 else None
+                    res = train_and_evaluate(spec, final_data, final.train_config(seed + 1_000_003 + s),
+                                             checkpoint=ckpt)
                     done = {"accuracy": res.accuracy}
                     runs.put(key, done)
+                    if ckpt is not None:
+                        ckpt.unlink(missing_ok=True)
                 accs.append(done["accuracy"])
             acc = statistics.fmean(accs)
             finals[label] = {"arch": row["arch"], "search_accuracy": row["accuracy"], "accuracy": acc,
