@@ -53,8 +53,9 @@ def family_task(cfg: Any) -> int:
     outcome = run_family(cfg)
     print(f"scale-family: base {outcome.base_source}, coefficients {outcome.coefficients}")
     print(format_family(outcome.table))
-    print(f"  results: {outcome.folder}/family.parquet, family.csv, family/b0.json .. "
-          f"b{len(outcome.specs) - 1}.json")
+    last = len(outcome.specs) - 1
+    print(f"  results: {outcome.folder}/family.parquet, family.csv, family/b0.json"
+          + (f" .. b{last}.json" if last else ""))
     return 0
 
 

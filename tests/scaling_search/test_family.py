@@ -136,6 +136,14 @@ def test_family_cli_paper_table(tmp_path, st):
     assert list(df["params"]) == PAPER_PARAMS
     assert sorted(p.name for p in (tmp_path / "family-paper" / "family").iterdir()) == \
         [f"b{i}.json" for i in range(8)]
+    assert "family/b0.json .. b7.json" in proc.stdout
+
+
+def test_family_cli_of_b0_alone_names_its_one_file(tmp_path, st):
+    proc = st.run("scale-family", tmp_path, "coefficients=paper", "max_phi=0", f"results_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith("family/b0.json")  # not 'b0.json .. b0.json'
+    assert [p.name for p in (tmp_path / "family-paper" / "family").iterdir()] == ["b0.json"]
 
 
 def test_family_table_is_written_and_read_through_one_schema(tmp_path):
