@@ -125,6 +125,21 @@ def _quoted(text: str) -> str | None:
     return f"{text[:m.end()]}'{value}'"
 
 
+def _launcher_without_multirun(config_name: str, parsed: list[Any], multirun: bool) -> None:
+    """Hydra uses a launcher only in a multirun; without ``-m`` the command would quietly run here, in
+    this process, however long -- refused in one line instead."""
+    launcher = next((o for o in parsed if o.key_or_group == "hydra/launcher" and not o.is_delete()), None)
+    if launcher is None or multirun or str(launcher.value()) == "basic":
+        return
+    tool = config_name.replace("_", "-")
+    example = f"{tool} -m {launcher.input_line}" + (" 'worker=range(2)'" if config_name in _WORKER_CONFIGS else "")
+    raise UsageError(f"{launcher.input_line}: a launcher starts jobs only in a multirun: add -m (e.g. {example}), "
+                     f"or drop it to run in this process")
+
+
+_WORKER_CONFIGS = ("nas_search", "scale_search")  # the commands whose workers share a study (worker=range(N))
+
+
 def _jobs(parsed: list[Any], multirun: bool) -> list[list[str]]:
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if not sweeps:
@@ -235,7 +250,8 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list
     overrides, flags = _split_argv(argv)
     parsed = _parse(overrides)
     flags["overrides"] = [o.input_line for o in parsed]  # as Hydra must get them (quoted where needed)
-    jobs = _jobs(parsed, bool(flags.get("-m") or flags.get("--multirun")))
+    multirun = bool(flags.get("-m") or flags.get("--multirun"))
+    jobs = _jobs(parsed, multirun)
     for job in jobs[:_MAX_JOBS_CHECKED]:
         try:
             cfg = compose(config_name, job, hydra_config=any(o.startswith(("hydra", "+hydra")) for o in job))
@@ -253,6 +269,7 @@ def check_command_line(config_name: str, argv: Sequence[str]) -> tuple[list[list
             raise UsageError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 -- e.g. a missing mandatory value
             raise UsageError(_missing_dataset_root(cfg, exc) or explain_error(config_name, exc, job)) from None
+    _launcher_without_multirun(config_name, parsed, multirun)  # a valid launcher, then: needs -m
     return jobs, flags
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import nas.config  # noqa: F401 -- root schemas
 import scaling_search.config  # noqa: F401
-from effnas.cli import run_app
+from effnas.cli import check_command_line, run_app
 
 PROXY = [  # every command has the proxy and dataset groups
     ("proxy.epoch=2", "proxy.epoch"), ("proxy.epochs=abc", "proxy.epochs"), ("proxy.epochs=0", "proxy.epochs"),
@@ -170,3 +170,18 @@ def test_a_results_dir_that_is_a_file_is_one_line_before_any_work(command, tmp_p
     assert proc.stderr.splitlines() == [f"error: results_dir=afile/runs: {tmp_path / 'afile'} is a file; expected a "
                                         f"folder (made where missing)"], proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("app", sorted(CASES))
+def test_a_launcher_without_multirun_is_refused_not_run_here(app, capsys):
+    """Hydra uses a launcher only with -m: without it the command would quietly run in this process."""
+    assert run_app(app, _never, ["hydra/launcher=slurm"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: hydra/launcher=slurm: ") and "add -m" in lines[0], lines
+    assert ("'worker=range(2)'" in lines[0]) == (app in ("nas_search", "scale_search"))
+    # an unknown launcher is named as such, not told to add -m
+    assert run_app(app, _never, ["hydra/launcher=nope"]) == 2
+    assert "add -m" not in capsys.readouterr().err
+    # with -m (or the default launcher) the command line passes
+    check_command_line(app, ["-m", "hydra/launcher=slurm"])
+    check_command_line(app, ["hydra/launcher=basic"])
