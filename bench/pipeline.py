@@ -2,7 +2,7 @@
 
     python bench/pipeline.py [--results DIR] [--epochs 5] [--seeds 3] [--tau-extra 5] [--family-upto 0]
                              [--jobs 2] [--threads 1] [--head-multipliers 0.5,0.75,1.0]
-                             [--stem-multipliers 0.75,1.0] [--allocator auto] [--smoke]
+                             [--stem-multipliers 0.75,1.0] [--stage2-rerank 3] [--allocator auto] [--smoke]
     python bench/pipeline.py --results DIR --status    # what DIR holds so far; trains nothing
 
 1. Stage 1: the default ``nas-search`` (40 trials, re-ranking of the top 3) -> the searched B0.
@@ -12,8 +12,9 @@
    comparison; the reference EfficientNet-B0, MobileNetV2 and the exact MnasNet-A1 (all with the
    dataset's classes and channels); and (``--tau-extra N``) the next N distinct stage-1 networks
    by proxy reward, seed 0 only, so that tau covers >= 10 networks.
-3. With ``--family-upto K`` (K >= 1): stage 2, the default ``scale-search`` from the searched B0, its
-   family b1..bK, against EfficientNet b1..bK grown with the paper's coefficients from the
+3. With ``--family-upto K`` (K >= 1): stage 2, the default ``scale-search`` from the searched B0
+   (its top ``--stage2-rerank`` networks re-trained before the choice; 0: by proxy accuracy alone,
+   as run 5 was made -- resume it with ``--stage2-rerank 0``), its family b1..bK, against EfficientNet b1..bK grown with the paper's coefficients from the
    reference B0 and -- the fair pair, as for B0 -- EfficientNet-B0 scaled (width, depth) to each
    searched b_phi's FLOPs within 5% at its resolution and dropout, all trained the same way.
 4. Kendall tau between the 1-epoch proxy accuracy and the full-protocol accuracy (seed 0) over
@@ -385,6 +386,9 @@ def main() -> None:
     ap.add_argument("--allocator", choices=("auto", "tcmalloc", "glibc"), default="auto",
                     help="auto (default): tcmalloc when libtcmalloc_minimal is installed (about 8%% faster "
                          "trainings: bench/allocator.py), else the C library's malloc")
+    ap.add_argument("--stage2-rerank", type=int, default=3, metavar="K",
+                    help="stage 2 re-trains its top K networks (2 seeds, 2 epochs on 20,000 images) before choosing "
+                         "the coefficients; 0: by proxy accuracy alone, as runs 1-5 were made (default 3)")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     ap.add_argument("--status", action="store_true",
                     help="print what --results holds so far (networks measured, trainings in progress) and exit")
@@ -508,7 +512,9 @@ def main() -> None:
     upto = 1 if smoke else args.family_upto
     if upto > 0:
         scale = search_with_workers("stage 2", {"results_dir": str(out), "base": str(out / "stage1" / "best.json"),
-                                                "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid},
+                                                "search": {"study_name": "stage2"}, "proxy": {**tiny}, **smoke_grid,
+                                                "rerank": {"k": args.stage2_rerank, **({"epochs": 1, "train_size": 512}
+                                                                                      if smoke else {})}},
                                     args.jobs, args.threads)
         _stop_if_interrupted(scale.interrupted, "stage 2")
         coeff = scale.folder / "coefficients.yaml"

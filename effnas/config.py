@@ -87,6 +87,7 @@ def register_groups() -> None:
 
     from .data import dataset_configs
     from .objective import ObjectiveConfig
+    from .rerank import RerankConfig
     from .study import PRUNERS, SAMPLERS, STORAGES
     from .supernet.config import EVALUATORS
     from .train import ProxyConfig
@@ -102,6 +103,8 @@ def register_groups() -> None:
     cs.store(group="proxy", name="search", node=ProxyConfig)
     cs.store(group="proxy", name="full", node=ProxyConfig(epochs=10, train_size=None))
     cs.store(group="space", name="mnasnet", node=SpaceConfig)
+    cs.store(group="rerank", name="top3", node=RerankConfig)
+    cs.store(group="rerank", name="none", node=RerankConfig(k=0))
     _REGISTERED = True
 
 

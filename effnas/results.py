@@ -107,6 +107,8 @@ GRID = Table("grid", {
     "matched_to": "Int64",
     "duplicate_of": "Int64",
     "retry_of": "Int64",
+    "rerank_of": "Int64",      # a re-evaluation (the top k networks at a higher fidelity) of this trial
+    "rerank_seed": "Int64",    # which of its seeds
     "worker": "string",
     "arch": "string",
     "datetime_start": "datetime64[us]",

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, List, Optional
 from omegaconf import MISSING
 
 from effnas.config import register_groups, register_root
+from effnas.rerank import RerankConfig  # noqa: F401 -- the rerank group's schema, here since stage 1 had it alone
 from effnas.schema import Schema, rule
 
 __all__ = ["SearchSettings", "RerankConfig", "NasSearchConfig", "NasTrainConfig"]
@@ -32,19 +33,6 @@ class SearchSettings(Schema):
         check_study_name(self.study_name)
         for name in self.warm_start:
             resolve_arch(name, what="search.warm_start")
-
-
-@dataclass
-class RerankConfig(Schema):
-    """The ``rerank`` group: after the budget, re-train the top ``k`` by proxy reward at a higher
-    fidelity with ``seeds`` seeds; best.json names the best mean. ``k: 0`` turns it off."""
-
-    _key: ClassVar[str] = "rerank"
-
-    k: int = rule(3, ge=0)                        # candidates re-evaluated (0: off)
-    seeds: int = rule(2, ge=1)                    # training seeds per candidate
-    epochs: int = rule(2, ge=1)                   # epochs of each re-evaluation
-    train_size: Optional[int] = rule(20000, ge=1)  # training images (seeded subset); null = all
 
 
 @dataclass
@@ -81,15 +69,6 @@ class NasTrainConfig(Schema):
         resolve_arch(self.arch, what="arch")
 
 
-def _register_rerank() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(group="rerank", name="top3", node=RerankConfig)
-    cs.store(group="rerank", name="none", node=RerankConfig(k=0))
-
-
 register_groups()
-_register_rerank()
 register_root("nas_search", NasSearchConfig)
 register_root("nas_train", NasTrainConfig)

@@ -22,13 +22,13 @@ import optuna
 from optuna.trial import TrialState
 
 from effnas.io import locked
+from effnas.rerank import RERANK_OF, rerank_seed
 from effnas.study.enqueue import counts_toward_budget
 
 __all__ = ["RERANK_OF", "candidates", "enqueue_reranks", "rerank_summary", "rerank_seed"]
 
 log = logging.getLogger("effnas")
 
-RERANK_OF = "rerank_of"
 
 
 def candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
@@ -36,12 +36,6 @@ def candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if counts_toward_budget(t) and t.user_attrs.get(RERANK_OF) is None and t.user_attrs.get("reward") is not None]
     return sorted(done, key=lambda t: (-t.user_attrs["reward"], t.number))[:k]
-
-
-def rerank_seed(search_seed: int, original: int, seed_index: int) -> int:
-    """The training seed of re-evaluation ``seed_index`` of trial ``original``: never a proxy seed
-    (those are ``search.seed + trial number``)."""
-    return search_seed + 1_000_003 * (seed_index + 1) + original
 
 
 def enqueue_reranks(study: optuna.Study, folder: Path, k: int, seeds: int) -> int:

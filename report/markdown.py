@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from effnas.io import write_text
@@ -251,6 +252,9 @@ def _grid_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: int,
             inner = next((v for v in coef.values() if isinstance(v, dict) and "alpha" in v), None)
             chosen = {k: to_float(inner.get(k)) for k in ("alpha", "beta", "gamma")} if inner else None
     spec = _units_for(df, _GRID_SPEC, giga_format=".2f")
+    # the top networks' re-evaluations (rerank_of) are another fidelity: shown apart, not as points
+    again = df["rerank_of"].notna().to_numpy(dtype=bool) if "rerank_of" in df.columns else np.zeros(len(df), bool)
+    reranks, df = df[again], df[~again]
     acc = _has(df, "accuracy")
     order = df.sort_values("accuracy", ascending=False, kind="stable", na_position="last") if acc else df
     doc.heading(f"Grid ({len(df)} points" + (", best accuracy first)" if acc else ")"))
@@ -258,6 +262,10 @@ def _grid_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: int,
     doc.table(table, table.head(top))
     if len(table) > top:
         doc.text.append(f"  ... {len(table) - top} more rows in report.md (--top sets how many are shown here)")
+    if len(reranks):
+        doc.heading(f"Re-evaluations of the top networks ({len(reranks)} trials, by the trial they re-train)")
+        table = generic_table(reranks.sort_values(["rerank_of", "rerank_seed"], kind="stable"), spec)
+        doc.table(table, table)
     if not plots:
         return
     doc.heading("Plots")

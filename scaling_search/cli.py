@@ -36,9 +36,11 @@ def search_task(cfg: Any) -> int:
         return 1
     print(f"scale-search: study {outcome.study_name}: {counts}")
     print(f"best point: alpha={best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g} "
-          f"(trial {best['trial']}): minival accuracy {best['accuracy']:.4f}; alpha·beta²·gamma² = "
-          f"{best['product']:.4f}, measured FLOPs x{best['flops_ratio']:.3f} of the base "
-          f"({best['resolution']} px vs {best['base_resolution']} px)")
+          f"(trial {best['trial']}): minival accuracy {best['accuracy']:.4f}"
+          + (f" (proxy), {best['accuracy_reranked']:.4f} re-ranked (mean of {best['rerank']['protocol']['seeds']} "
+             f"seeds)" if best.get("selected_by") == "rerank" else "")
+          + f"; alpha·beta²·gamma² = {best['product']:.4f}, measured FLOPs x{best['flops_ratio']:.3f} of the base "
+            f"({best['resolution']} px vs {best['base_resolution']} px)")
     for kind, b in (best.get("baselines") or {}).items():
         print(f"  {kind}-only at matched FLOPs (x{b['flops_ratio']:.3f}): accuracy {b['accuracy']:.4f} "
               f"(alpha={b['alpha']:g} beta={b['beta']:g} gamma={b['gamma']:g})")

@@ -76,6 +76,7 @@ class ScaleSearchConfig(Schema):
     dataset: Any = MISSING
     proxy: Any = MISSING
     storage: Any = MISSING
+    rerank: Any = MISSING          # the top k distinct networks re-trained at a higher fidelity (effnas.rerank)
 
     def validate(self) -> None:
         given = {n: getattr(self, n) for n in ("alpha", "beta", "gamma")}

@@ -35,6 +35,7 @@ from effnas.evaluate import Evaluator
 from effnas.io import remove_stale_temp, write_table, write_text
 from effnas.objective import Reward
 from effnas.protocol import data_identity, training_protocol
+from effnas.rerank import RERANK_OF, RERANK_SEED, rerank_seed
 from effnas.results import GRID
 from effnas.runs import save_config, study_folder
 from effnas.study import BudgetTaken, Interrupted, handle_signals, open_study, run_worker, trial_counts
@@ -43,8 +44,8 @@ from search_space import ArchSpec, ResolvedArch, count_flops, resolve_arch
 
 from .config import ScaleSearchConfig
 from .grid import KINDS, GridPoint, GridSpec, constrained_grid, match_flops, measure_point, product_of, scaled_spec
-from .points import (choose_best, earlier_twin, enqueue_points, grid_frame, kind_of, point_key, point_params,
-                     untrained_duplicates)
+from .points import (choose_best, earlier_twin, enqueue_points, enqueue_reranks, grid_frame, kind_of, point_key,
+                     point_params, rerank_summary, untrained_duplicates)
 
 __all__ = ["run_scale_search", "ScaleSearchOutcome", "GRID_COLUMNS"]
 
@@ -122,8 +123,19 @@ def _fmt_point(a: float, b: float, g: float) -> str:
     return f"alpha={a:g} beta={b:g} gamma={g:g}"
 
 
+def _fmt_rerank(summary: dict[str, Any]) -> str:
+    parts = []
+    for row in summary["candidates"]:
+        mean, sd = row["accuracy_mean"], row["accuracy_sd"]
+        parts.append(f"#{row['trial']} {_fmt_point(row['alpha'], row['beta'], row['gamma'])} proxy "
+                     f"{row['proxy_accuracy']:.4f} -> {'-' if mean is None else f'{mean:.4f}'}"
+                     f"{'' if sd is None else f' ± {sd:.4f}'} ({row['seeds_done']} seeds)")
+    return "; ".join(parts)
+
+
 def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, meta: dict[str, Any],
-                         settings: _Settings) -> dict[str, Any]:
+                         settings: _Settings, summary: dict[str, Any] | None = None,
+                         rerank: Any = None) -> dict[str, Any]:
     a = best.user_attrs
     alpha, beta, gamma = (float(best.params[n]) for n in ("alpha", "beta", "gamma"))
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
@@ -162,6 +174,20 @@ def _coefficients_record(study: optuna.Study, best: optuna.trial.FrozenTrial, me
         "tie_break": "highest accuracy, then smallest |product - target|, then smallest measured-ratio "
                      "distance, then smallest (alpha, beta, gamma)",
     }
+    reranked = summary is not None and summary["complete"]
+    if reranked:
+        row = next(r for r in summary["candidates"] if r["arch"] == a.get("arch"))
+        by_proxy = choose_best(study, settings.grid.target)
+        record["accuracy_reranked"] = row["accuracy_mean"]
+        record["rule"] += (f"; the top {rerank.k} networks by it re-trained with {rerank.seeds} seeds, "
+                           f"{rerank.epochs} epoch{'' if rerank.epochs == 1 else 's'} on {rerank.train_size or 'all'} "
+                           f"images: the best mean wins")
+    record["selected_by"] = "rerank" if reranked else "proxy"
+    if summary is not None:
+        record["rerank"] = {"protocol": {"k": rerank.k, "seeds": rerank.seeds, "epochs": rerank.epochs,
+                                         "train_size": rerank.train_size},
+                            "complete": summary["complete"], "candidates": summary["candidates"],
+                            "proxy_choice": by_proxy.number if reranked else None}
     if baselines:
         record["baselines"] = baselines
     return record
@@ -240,14 +266,33 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
             runners[resolution] = runner
         return runners[resolution]
 
+    rr = cfg.rerank
+    rr_proxy = dataclasses.replace(proxy, epochs=rr.epochs, train_size=rr.train_size)
+    rr_runners: dict[int, Evaluator] = {}
+
+    def rerank_runner_at(resolution: int) -> Evaluator:
+        if resolution not in rr_runners:  # no dedupe: it trains a network the study has, on purpose
+            rr_data = DataCache(cfg.dataset, rr_proxy, settings.seed).at(resolution)
+            rr_runners[resolution] = Evaluator(rr_data, rr_proxy, reward, max_flops=None, max_params=None,
+                                               seed=settings.seed, prune=False, checkpoints=folder / "checkpoints")
+        return rr_runners[resolution]
+
     def objective(trial: optuna.Trial) -> float:
         # the point: enqueued (fixed params), or a retry of a dead worker's trial (params copied)
-        fixed = point_params(trial.study._storage.get_trial(trial._trial_id))
+        frozen = trial.study._storage.get_trial(trial._trial_id)
+        fixed = point_params(frozen)
         if point_key(fixed) is None:  # another worker popped the last point first
             trial.set_user_attr("reason", "no grid point left to evaluate (another worker took the last one)")
             raise BudgetTaken("no enqueued grid point left")
         a, b, g = (trial.suggest_float(n, 1.0, max(_MULTIPLIER_HIGH, float(fixed[n])))
                    for n in ("alpha", "beta", "gamma"))
+        if frozen.user_attrs.get(RERANK_OF) is not None:  # a re-evaluation of a top network
+            original, s = frozen.user_attrs[RERANK_OF], frozen.user_attrs.get(RERANK_SEED, 0)
+            p, spec = measure_point(base, r0, a, b, g, kind="compound", base_flops=base_flops)
+            extra = {"kind": "compound", "alpha": a, "beta": b, "gamma": g, "product": p.product,
+                     "flops_ratio": p.flops_ratio, "base_flops": base_flops, RERANK_OF: original, RERANK_SEED: s}
+            return rerank_runner_at(p.resolution).run(trial, spec, p.resolution, extra_attrs=extra,
+                                                      seed=rerank_seed(settings.seed, original, s))
         twin = earlier_twin(trial.study, trial.number, point_key({"alpha": a, "beta": b, "gamma": g}))
         if twin is not None:  # enqueued twice (workers on hosts without a common lock)
             trial.set_user_attr("duplicate_of", twin)
@@ -261,13 +306,19 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
 
     started = time.monotonic()
 
+    reranking = rr.k > 0 and point is None  # a swept point's job alone cannot know the others' results
+
+    def ranking(study: optuna.Study) -> dict[str, Any] | None:
+        return rerank_summary(study, rr.k, rr.seeds) if reranking else None
+
     def export(study: optuna.Study) -> dict[str, Any] | None:
         table = grid_frame(study)
         write_table(table, folder, GRID.stem)
-        best = choose_best(study, grid.target)
+        summary = ranking(study)
+        best = choose_best(study, grid.target, summary)
         if best is None:
             return None
-        record = _coefficients_record(study, best, meta, settings)
+        record = _coefficients_record(study, best, meta, settings, summary, rr)
         text, path = yaml.safe_dump(record, sort_keys=False, allow_unicode=True), folder / "coefficients.yaml"
         if not path.is_file() or path.read_text() != text:  # unchanged: left alone, its mtime too
             write_text(text, path)
@@ -275,7 +326,7 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         export(study)
-        _report(study, trial, started, grid.target)
+        _report(study, trial, started, grid.target, ranking(study))
 
     export(study)
     interrupted = None
@@ -289,12 +340,34 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
             run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
                        max_retry=cfg.storage.max_retry, on_trial=on_trial, only_enqueued=True)
 
+    def rerank() -> None:
+        """The top ``rerank.k`` networks by proxy accuracy, re-trained at the ``rerank`` fidelity with
+        ``rerank.seeds`` seeds (trials of the study: enqueued once, shared by the workers, resumable)."""
+        added = enqueue_reranks(study, folder, rr.k, rr.seeds)
+        if added:
+            log.info("scale-search: re-evaluating the top %d networks (%d seeds each, %d epoch%s on %s images; "
+                     "%d enqueued now)", rr.k, rr.seeds, rr.epochs, "" if rr.epochs == 1 else "s",
+                     rr.train_size or "all", added)
+        run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
+                   max_retry=cfg.storage.max_retry, on_trial=on_trial, only_enqueued=True)
+        summary = ranking(study)
+        if summary is not None and summary["complete"]:
+            best, by_proxy = choose_best(study, grid.target, summary), choose_best(study, grid.target)
+            changed = best.user_attrs.get("arch") != by_proxy.user_attrs.get("arch")
+            print(f"scale-search: re-ranked: {_fmt_rerank(summary)}; chosen "
+                  f"{_fmt_point(*(best.params[n] for n in ('alpha', 'beta', 'gamma')))}"
+                  + (f" (by proxy accuracy alone: {_fmt_point(*(by_proxy.params[n] for n in ('alpha', 'beta', 'gamma')))}"
+                     f", trial {by_proxy.number})" if changed else " (as by proxy accuracy)"), flush=True)
+
     with handle_signals():
         try:
             run_worker(study, objective, budget=None, timeout=cfg.search.timeout,
                        max_retry=cfg.storage.max_retry, on_trial=on_trial, only_enqueued=True)
+            if reranking:
+                take_finished_twins()  # every point has its result before the top networks are picked
+                rerank()
             if cfg.baselines:
-                best = choose_best(study, grid.target)
+                best = choose_best(study, grid.target, ranking(study))
                 if best is None:
                     log.warning("baselines=true but no compound point completed: no baselines run")
                 else:
@@ -317,7 +390,8 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
                               table=grid_frame(study))
 
 
-def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial, started: float, target: float) -> None:
+def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial, started: float, target: float,
+            summary: dict[str, Any] | None = None) -> None:
     """One line per finished trial: progress over distinct points, the point, its accuracy."""
     trials = study.get_trials(deepcopy=False)
     planned = {point_key(point_params(t)) for t in trials} - {None}
@@ -330,12 +404,17 @@ def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial, started: float
                 f"({a['resolution']} px, {a['flops'] / 1e6:.2f}M FLOPs) in {a.get('train_seconds', 0):.1f}s")
         if a.get("duplicate_of") is not None:
             what += f" (the network of trial {a['duplicate_of']} after rounding: its result, not trained again)"
+        if a.get(RERANK_OF) is not None:
+            what = f"re-evaluation {a.get(RERANK_SEED, 0) + 1} of trial {a[RERANK_OF]}: {what}"
     else:
         what = a.get("reason", "")
-    best = choose_best(study, target)
+    best = choose_best(study, target, summary)
     best_txt = ""
     if best is not None:
+        reranked = summary is not None and summary["complete"]
+        acc = (next(r["accuracy_mean"] for r in summary["candidates"] if r["arch"] == best.user_attrs.get("arch"))
+               if reranked else best.user_attrs["accuracy"])
         best_txt = (f" | best {_fmt_point(*(best.params[n] for n in ('alpha', 'beta', 'gamma')))} "
-                    f"acc {best.user_attrs['accuracy']:.4f}")
+                    f"acc {acc:.4f}{' (re-ranked mean)' if reranked else ''}")
     log.info("[%d/%d] trial %d %s %s %s: %s%s (%.0fs elapsed)", len(done), len(planned), trial.number,
              kind_of(study, trial), where, trial.state.name, what, best_txt, time.monotonic() - started)

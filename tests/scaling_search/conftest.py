@@ -23,6 +23,7 @@ TINY = ["proxy.train_size=256", "proxy.minival_size=200", "proxy.epochs=1", "pro
 GRID3 = ["grid.alpha=[1.0,1.2]", "grid.beta=[1.0,1.1]", "grid.gamma=[1.0,1.2]", "grid.step=0.1",
          "grid.tol=0.25", "grid.mode=product", "min_base_resolution=32"]  # the hand-checked product grid
 GRID3_POINTS = {(1.1, 1.1, 1.2), (1.2, 1.1, 1.1), (1.2, 1.1, 1.2)}
+NO_RERANK = ["rerank=none"]  # scale-search only: the top networks' re-evaluation has tests of its own
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,7 +71,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture(scope="session")
 def st() -> SimpleNamespace:
     """The helpers above, for test modules (conftest is not importable under importlib mode)."""
-    return SimpleNamespace(TINY=TINY, GRID3=GRID3, GRID3_POINTS=GRID3_POINTS, narrow_base=narrow_base,
+    return SimpleNamespace(TINY=TINY, GRID3=GRID3, GRID3_POINTS=GRID3_POINTS, NO_RERANK=NO_RERANK, narrow_base=narrow_base,
                            write_best_json=write_best_json, run=run_cli, popen=popen_cli, snapshot=snapshot,
                            HAVE_FASHION=HAVE_FASHION)
 

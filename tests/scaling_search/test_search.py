@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from effnas.study import make_storage, storage_config
 from scaling_search.family import run_family
 from scaling_search.grid import match_flops, measure_point
+from scaling_search.points import choose_best
 from scaling_search.search import GRID_COLUMNS, run_scale_search
 from search_space import ArchSpec, count_flops, reference_spec
 
@@ -37,7 +38,7 @@ def point_of(t: optuna.trial.FrozenTrial) -> tuple[float, float, float]:
 def tiny_search(tmp_path_factory, base_json, st):
     tmp = tmp_path_factory.mktemp("scale")
     proc = st.run("scale-search", tmp, f"base={base_json}", f"results_dir={tmp}", "search.study_name=ci",
-                  *st.GRID3, *st.TINY)
+                  *st.GRID3, *st.TINY, *st.NO_RERANK)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp, proc
 
@@ -157,7 +158,7 @@ def test_scale_family_interrupted_resumes_its_members_where_they_stopped(tiny_se
 
 
 def test_two_workers_evaluate_each_point_once(tmp_path, base_json, st):
-    args = [f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=two", *st.GRID3, *st.TINY]
+    args = [f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=two", *st.GRID3, *st.TINY, *st.NO_RERANK]
     workers = [st.popen("scale-search", tmp_path, *args) for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     for w, (out, err) in zip(workers, outputs):
@@ -195,7 +196,7 @@ def test_two_workers_evaluate_each_point_once(tmp_path, base_json, st):
 def test_hydra_sweep_evaluates_exactly_the_given_points(tmp_path, base_json, st):
     proc = st.run("scale-search", tmp_path, "-m", "alpha=1.1,1.2", "beta=1.1", "gamma=1.2,1.3",
                   f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=sweep",
-                  "grid.mode=product", *st.TINY)  # the formula's tolerance; measured_flops has its own tests
+                  "grid.mode=product", *st.TINY, *st.NO_RERANK)  # the formula's tolerance; measured_flops has its own tests
     assert proc.returncode == 0, proc.stderr[-3000:]
     # (1.1, 1.1, 1.3) -> 2.249 and (1.2, 1.1, 1.3) -> 2.454 are outside 2 ± 0.1
     assert "skipping alpha=1.1 beta=1.1 gamma=1.3" in proc.stdout
@@ -215,6 +216,7 @@ def _cfg(tmp: Path, base_json: Path, study: str, **top) -> dict:
                  "mode": "product"},
         "dataset": {"name": "fashion_mnist", "root": None, "download": False, "flip": True},
         "storage": {"kind": "journal"},
+        "rerank": {"k": 0},
         "search": {"study_name": study, "seed": 0},
         "proxy": {"epochs": 1, "train_size": 256, "minival_size": 200, "resolution": 32, "batch_size": 64,
                   "threads": 1, "bn_recalibrate_batches": 2, "eval_batch_size": 200},
@@ -504,7 +506,7 @@ def test_default_scale_search_compares_equal_real_costs(tmp_path, base_json, st)
     keep points whose real (rounded) FLOPs ratios lie within 20% of each other; the range printed
     before training is the one of grid.parquet."""
     proc = st.run("scale-search", tmp_path, f"base={base_json}", f"results_dir={tmp_path}",
-                  "search.study_name=equal", "search.timeout=0.01", *st.TINY)
+                  "search.study_name=equal", "search.timeout=0.01", *st.TINY, *st.NO_RERANK)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if "real FLOPs ratios" in ln)
     assert int(line.split(" px ")[0].rsplit(" ", 1)[1]) >= 48
@@ -516,3 +518,66 @@ def test_default_scale_search_compares_equal_real_costs(tmp_path, base_json, st)
     assert high / low <= 1.2
     coefficients = (tmp_path / "equal" / "coefficients.yaml").read_text()
     assert "real (rounded) FLOPs ratio" in coefficients and "flops_ratio_range" in coefficients
+
+
+def test_the_top_networks_are_re_evaluated_once_and_the_best_mean_is_chosen(tmp_path, base_json):
+    """A grid whose proxy winner was lucky -- a network recorded with a proxy accuracy no network earns
+    here -- is re-ranked by real training: the top 2 networks, 2 seeds each at another fidelity;
+    coefficients.yaml names the better mean and records both scores; the re-evaluations are trials
+    of the study (grid.parquet rows with rerank_of), run once."""
+    cfg = _cfg(tmp_path, base_json, "lucky")
+    first = run_scale_search(cfg)
+    assert first.best["selected_by"] == "proxy" and "rerank" not in first.best
+    study = load_study(tmp_path / "lucky", "lucky")
+    base = ArchSpec.from_string(json.loads(base_json.read_text())["arch"])
+    p, spec = measure_point(base, 32, 1.0, 1.3, 1.0)
+    dist = optuna.distributions.FloatDistribution(1.0, 100.0)
+    study.add_trial(optuna.trial.create_trial(
+        params={"alpha": 1.0, "beta": 1.3, "gamma": 1.0}, distributions={n: dist for n in ("alpha", "beta", "gamma")},
+        value=0.99, user_attrs={"kind": "compound", "accuracy": 0.99, "arch": spec.to_string(), "product": p.product,
+                                "flops_ratio": p.flops_ratio, "resolution": p.resolution, "flops": p.flops,
+                                "params": p.params}))
+    lucky = study.trials[-1].number
+    rerank = {"k": 2, "seeds": 2, "epochs": 1, "train_size": 1000}
+    out = run_scale_search({**cfg, "rerank": rerank})
+    best = yaml.safe_load((tmp_path / "lucky" / "coefficients.yaml").read_text())
+    assert best == out.best and best["selected_by"] == "rerank" and best["rerank"]["complete"] is True
+    assert best["rerank"]["proxy_choice"] == lucky and best["rerank"]["protocol"] == rerank
+    rows = {row["trial"]: row for row in best["rerank"]["candidates"]}
+    assert set(rows) == {lucky, 0}  # the lucky one and the best network of the grid (0 and 2 are one network)
+    assert rows[lucky]["proxy_accuracy"] == 0.99 and all(len(r["accuracies"]) == 2 for r in rows.values())
+    winner = max(rows.values(), key=lambda r: r["accuracy_mean"])  # real training decides, not the 0.99
+    assert best["accuracy_reranked"] == winner["accuracy_mean"] and best["accuracy"] == winner["proxy_accuracy"]
+    if winner["trial"] == 0:  # the tie between network 0's two points goes to the product closer to 2
+        assert (best["alpha"], best["beta"], best["gamma"]) == (1.1, 1.1, 1.2)
+    else:
+        assert (best["alpha"], best["beta"], best["gamma"]) == (1.0, 1.3, 1.0)
+    table = pd.read_parquet(tmp_path / "lucky" / "grid.parquet")
+    again = table[table["rerank_of"].notna()]
+    assert sorted(again["rerank_of"]) == [0, 0, lucky, lucky] and set(again["rerank_seed"]) == {0, 1}
+    assert set(again["epochs"]) == {1} and again["accuracy"].notna().all()
+    assert not again["seed"].isin(table.loc[table["rerank_of"].isna(), "seed"]).any()  # never a proxy seed
+    # done once: the same command again trains nothing and leaves the record as it was
+    before = (tmp_path / "lucky" / "coefficients.yaml").read_bytes()
+    n = len(load_study(tmp_path / "lucky", "lucky").trials)
+    assert run_scale_search({**cfg, "rerank": rerank}).best == best
+    assert len(load_study(tmp_path / "lucky", "lucky").trials) == n
+    assert (tmp_path / "lucky" / "coefficients.yaml").read_bytes() == before
+
+
+def test_the_re_ranked_mean_overrules_the_proxy_accuracy(tmp_path, base_json):
+    """choose_best with a complete re-ranking: the network with the best mean wins whatever the
+    proxy said (here the grid's three points tie at the proxy: the tie rule picks (1.1, 1.1, 1.2), trial 0)."""
+    run_scale_search(_cfg(tmp_path, base_json, "pick"))
+    study = load_study(tmp_path / "pick", "pick")
+    trials = {t.number: t for t in study.trials}
+    assert choose_best(study, 2.0).number == 0
+    assert len({trials[n].user_attrs["accuracy"] for n in (0, 1)}) == 1  # the proxy ties them
+    summary = {"complete": True, "proxy_winner": 0, "candidates": [
+        {"trial": 0, "arch": trials[0].user_attrs["arch"], "accuracy_mean": 0.50},
+        {"trial": 1, "arch": trials[1].user_attrs["arch"], "accuracy_mean": 0.60}]}
+    assert choose_best(study, 2.0, summary).number == 1
+    summary["candidates"][0]["accuracy_mean"] = 0.70  # network 0 (trials 0 and 2): the tie rule among its points
+    assert choose_best(study, 2.0, summary).number == 0
+    summary["candidates"][0]["accuracy_mean"] = 0.50
+    assert choose_best(study, 2.0, {**summary, "complete": False}).number == 0  # unfinished: the proxy decides
