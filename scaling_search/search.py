@@ -342,7 +342,10 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
 
     def rerank() -> None:
         """The top ``rerank.k`` networks by proxy accuracy, re-trained at the ``rerank`` fidelity with
-        ``rerank.seeds`` seeds (trials of the study: enqueued once, shared by the workers, resumable)."""
+        ``rerank.seeds`` seeds (trials of the study: enqueued once, shared by the workers, resumable).
+        A worker whose grid is done while another still trains a point starts on the top networks
+        so far rather than idle; should that last point make the top k, the worker finishing it
+        enqueues its re-evaluations (a network pushed out keeps runs that the choice ignores)."""
         added = enqueue_reranks(study, folder, rr.k, rr.seeds)
         if added:
             log.info("scale-search: re-evaluating the top %d networks (%d seeds each, %d epoch%s on %s images; "

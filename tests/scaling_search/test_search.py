@@ -581,3 +581,22 @@ def test_the_re_ranked_mean_overrules_the_proxy_accuracy(tmp_path, base_json):
     assert choose_best(study, 2.0, summary).number == 0
     summary["candidates"][0]["accuracy_mean"] = 0.50
     assert choose_best(study, 2.0, {**summary, "complete": False}).number == 0  # unfinished: the proxy decides
+
+
+def test_two_workers_share_the_re_evaluations_and_run_each_once(tmp_path, base_json, st):
+    """Two scale-search processes on one grid with re-ranking: every (network, seed) re-evaluation
+    runs once, whichever worker takes it, and the coefficients come from the re-evaluations."""
+    rerank = ["rerank.k=2", "rerank.seeds=2", "rerank.epochs=1", "rerank.train_size=300"]
+    args = [f"base={base_json}", f"results_dir={tmp_path}", "search.study_name=rr", *st.GRID3, *st.TINY, *rerank]
+    workers = [st.popen("scale-search", tmp_path, *args) for _ in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-3000:]
+    trials = load_study(tmp_path / "rr", "rr").get_trials()
+    again = [(t.user_attrs["rerank_of"], t.user_attrs["rerank_seed"]) for t in trials
+             if t.state == TrialState.COMPLETE and t.user_attrs.get("rerank_of") is not None]
+    assert len(again) == len(set(again))  # no re-evaluation twice
+    best = yaml.safe_load((tmp_path / "rr" / "coefficients.yaml").read_text())
+    assert best["selected_by"] == "rerank" and best["rerank"]["complete"] is True
+    assert {(c["trial"], s) for c in best["rerank"]["candidates"] for s in range(2)} <= set(again)
+    assert len(best["rerank"]["candidates"]) == 2  # the grid's two distinct networks
