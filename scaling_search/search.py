@@ -18,6 +18,7 @@ is in, enqueued again to take its result -- so every point has one, however the 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from effnas.results import GRID
 from effnas.runs import save_config, study_folder
 from effnas.study import BudgetTaken, Interrupted, handle_signals, open_study, run_worker, trial_counts
 from effnas.task import DataCache
+from effnas.units import fmt_seconds
 from search_space import ArchSpec, ResolvedArch, count_flops, resolve_arch
 
 from .config import ScaleSearchConfig
@@ -419,5 +421,16 @@ def _report(study: optuna.Study, trial: optuna.trial.FrozenTrial, started: float
                if reranked else best.user_attrs["accuracy"])
         best_txt = (f" | best {_fmt_point(*(best.params[n] for n in ('alpha', 'beta', 'gamma')))} "
                     f"acc {acc:.4f}{' (re-ranked mean)' if reranked else ''}")
-    log.info("[%d/%d] trial %d %s %s %s: %s%s (%.0fs elapsed)", len(done), len(planned), trial.number,
-             kind_of(study, trial), where, trial.state.name, what, best_txt, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    log.info("[%d/%d] trial %d %s %s %s: %s%s (%s elapsed%s)", len(done), len(planned), trial.number,
+             kind_of(study, trial), where, trial.state.name, what, best_txt, fmt_seconds(elapsed),
+             _eta(trials, elapsed))
+
+
+def _eta(trials: list[optuna.trial.FrozenTrial], elapsed: float) -> str:
+    """', ETA ...' for the enqueued trials not finished yet (points, re-evaluations), at the pace
+    of the trials finished since this process started (every worker's: they share the queue)."""
+    since = datetime.datetime.now() - datetime.timedelta(seconds=elapsed)
+    finished = sum(1 for t in trials if t.datetime_complete is not None and t.datetime_complete >= since)
+    left = sum(1 for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING))
+    return f", ETA {fmt_seconds(elapsed / finished * left)}" if finished and left else ""

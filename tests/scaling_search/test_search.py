@@ -600,3 +600,17 @@ def test_two_workers_share_the_re_evaluations_and_run_each_once(tmp_path, base_j
     assert best["selected_by"] == "rerank" and best["rerank"]["complete"] is True
     assert {(c["trial"], s) for c in best["rerank"]["candidates"] for s in range(2)} <= set(again)
     assert len(best["rerank"]["candidates"]) == 2  # the grid's two distinct networks
+
+
+def test_progress_eta_is_the_pace_since_start_times_the_trials_left():
+    import datetime
+
+    from scaling_search.search import _eta
+
+    now = datetime.datetime.now()
+    done = [optuna.trial.create_trial(value=0.5, state=TrialState.COMPLETE) for _ in range(3)]
+    for t, ago in zip(done, (5, 8, 300)):  # the last one finished before this process started
+        t.datetime_complete = now - datetime.timedelta(seconds=ago)
+    waiting = [optuna.trial.create_trial(state=TrialState.WAITING) for _ in range(3)]
+    assert _eta(done + waiting, 10.0) == ", ETA 0m15s"  # 2 trials in 10 s, 3 left
+    assert _eta(done, 10.0) == "" and _eta(waiting, 10.0) == ""
