@@ -206,13 +206,13 @@ def rerank_summary(study: optuna.Study, k: int, seeds: int) -> dict[str, Any] | 
     if k <= 0:
         return None
     top = rerank_candidates(study, k)
-    runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    runs: dict[int, dict[int, float]] = {}  # original -> seed -> accuracy (one run a seed)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if is_rerank(t) and t.user_attrs.get("accuracy") is not None:
-            runs.setdefault(t.user_attrs[RERANK_OF], []).append(t)
+            runs.setdefault(t.user_attrs[RERANK_OF], {}).setdefault(t.user_attrs.get(RERANK_SEED, 0), t.user_attrs["accuracy"])
     rows = []
     for t in top:
-        accs = [r.user_attrs["accuracy"] for r in sorted(runs.get(t.number, []), key=lambda r: r.user_attrs[RERANK_SEED])]
+        accs = [acc for _, acc in sorted(runs.get(t.number, {}).items())]
         rows.append({"trial": t.number, "arch": t.user_attrs.get("arch"),
                      **{n: float(point_params(t)[n]) for n in ("alpha", "beta", "gamma")},
                      "proxy_accuracy": t.user_attrs["accuracy"], "seeds_done": len(accs), "accuracies": accs,
