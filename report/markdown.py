@@ -244,9 +244,10 @@ def _grid_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: int,
         flat = {k: v for k, v in coef.items() if not isinstance(v, (dict, list))}
         for k, v in flat.items():
             doc.line(f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}")
-        nested = {k: v for k, v in coef.items() if isinstance(v, (dict, list))}
+        nested = {k: v for k, v in coef.items() if isinstance(v, (dict, list)) and k != "rerank"}
         for k, v in nested.items():
             doc.line(f"- {k}: {json.dumps(v, default=str)}")
+        _rerank_lines(doc, coef.get("rerank"))
         chosen = {k: to_float(coef.get(k)) for k in ("alpha", "beta", "gamma")}
         if any(v is None for v in chosen.values()):
             inner = next((v for v in coef.values() if isinstance(v, dict) and "alpha" in v), None)
@@ -282,6 +283,27 @@ def _grid_section(doc: Doc, df: pd.DataFrame, folder: Path, out: Path, top: int,
     if p2 is not None:
         rep.plots.append(p2)
         doc.image(p2, out, "accuracy vs FLOPs ratio by scaling kind")
+
+
+_RERANK_SPEC = {"trial": ("trial", "", 1), "alpha": ("α", ".3f", 1), "beta": ("β", ".3f", 1), "gamma": ("γ", ".3f", 1),
+                "proxy_accuracy": ("proxy accuracy (%)", ".2f", 0.01),
+                "accuracy_mean": ("re-evaluated mean (%)", ".2f", 0.01), "accuracy_sd": ("sd (%)", ".2f", 0.01),
+                "seeds_done": ("seeds", "", 1)}
+
+
+def _rerank_lines(doc: Doc, rerank: Any) -> None:
+    """coefficients.yaml's re-ranking: its protocol, then one row per candidate network."""
+    if not isinstance(rerank, dict):
+        return
+    proto = rerank.get("protocol") or {}
+    doc.line(f"- rerank: the top {proto.get('k')} networks re-trained with {proto.get('seeds')} seeds, "
+             f"{proto.get('epochs')} epochs on {proto.get('train_size') or 'all'} images"
+             + ("" if rerank.get("complete") else " (not complete: the proxy's accuracy decides)")
+             + ("" if rerank.get("proxy_choice") is None else f"; by proxy accuracy alone: trial {rerank['proxy_choice']}"))
+    rows = pd.DataFrame([{k: row.get(k) for k in _RERANK_SPEC} for row in rerank.get("candidates") or []])
+    if len(rows):
+        table = generic_table(rows, _RERANK_SPEC)
+        doc.table(table, table)
 
 
 _FAMILY_SPEC = {"name": ("model", "", 1), "phi": ("φ", "g", 1), "depth": ("depth ×", ".3f", 1),

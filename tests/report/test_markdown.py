@@ -26,6 +26,33 @@ def test_grid_report(grid_folder: Path, tmp_path: Path, frames: dict, check_pngs
     assert "| duplicate_of" not in rep.markdown  # a schema column without any value is not shown
 
 
+def test_a_re_ranked_grid_shows_its_candidates_and_re_evaluations_apart(grid_folder: Path, tmp_path: Path,
+                                                                        frames: dict) -> None:
+    import yaml
+
+    from effnas.results import GRID
+
+    grid = frames["grid"]()
+    top = grid.loc[grid["accuracy"].idxmax()]
+    again = [{**top.to_dict(), "number": len(grid) + s, "accuracy": 0.9 + s / 100, "rerank_of": int(top["number"]),
+              "rerank_seed": s} for s in range(2)]
+    folder = tmp_path / "reranked"
+    write_table(GRID.frame([*grid[list(GRID.columns)].to_dict("records"), *again]), folder, "grid")
+    candidates = [{"trial": int(top["number"]), **{n: float(top[n]) for n in ("alpha", "beta", "gamma")},
+                   "arch": "a", "proxy_accuracy": float(top["accuracy"]), "seeds_done": 2, "accuracies": [0.9, 0.91],
+                   "accuracy_mean": 0.905, "accuracy_sd": 0.007}]
+    (folder / "coefficients.yaml").write_text(yaml.safe_dump({
+        "alpha": float(top["alpha"]), "beta": float(top["beta"]), "gamma": float(top["gamma"]), "selected_by": "rerank",
+        "rerank": {"protocol": {"k": 1, "seeds": 2, "epochs": 2, "train_size": 20000}, "complete": True,
+                   "candidates": candidates, "proxy_choice": int(top["number"])}}))
+    rep = make_report(folder, tmp_path / "out", plots=False)
+    assert f"Grid ({len(grid)} points" in rep.text  # the re-evaluations are not points
+    assert "Re-evaluations of the top networks (2 trials" in rep.text
+    assert "the top 1 networks re-trained with 2 seeds, 2 epochs on 20000 images" in rep.text
+    assert "re-evaluated mean (%)" in rep.text and "90.50" in rep.text
+    assert '"candidates"' not in rep.text  # a table, not the record's JSON
+
+
 def test_family_report(family_folder: Path, tmp_path: Path, check_pngs, check_markdown) -> None:
     rep = make_report(family_folder, tmp_path / "f")
     pngs = check_pngs(tmp_path / "f", {"family_scaling.png"})
