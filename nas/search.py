@@ -206,8 +206,8 @@ def _rerank(cfg: NasSearchConfig, study: optuna.Study, folder: Path, space: Sear
         return
     proxy = dataclasses.replace(cfg.proxy, epochs=rr.epochs, train_size=rr.train_size)
     data = load_data(cfg.dataset, proxy, cfg.search.seed)
-    log.info("nas-search: re-evaluating the top %d (%d seeds each, %d epochs on %d images; %d enqueued now)",
-             rr.k, rr.seeds, rr.epochs, len(data.train), added)
+    log.info("nas-search: re-evaluating the top %d (%d seeds each, %d epoch%s on %d images; %d enqueued now)",
+             rr.k, rr.seeds, rr.epochs, "" if rr.epochs == 1 else "s", len(data.train), added)
     runner = Evaluator(data, proxy, reward, max_flops=None, max_params=None, seed=cfg.search.seed,
                        multi_objective=False, prune=False, checkpoints=folder / "checkpoints")
 
