@@ -19,6 +19,10 @@ command line, before anything else is imported or written -- with ``libtcmalloc_
 * ``tcmalloc``: tcmalloc or a one-line error.
 * ``system``: the system's malloc, no restart.
 
+SLURM jobs (``hydra/launcher=slurm``) run on other machines: the launcher submits without the
+preload the restart set (:func:`without_own_preload`) and the job script sets it again where the
+node has tcmalloc (:func:`node_setup`) -- a node without it would print an ld.so error per process.
+
 Linux only (``LD_PRELOAD``); elsewhere nothing happens. From Python nothing happens either: the
 restart is for console scripts, whose process holds nothing yet (``LD_PRELOAD=libtcmalloc_minimal.so.4
 python your_script.py`` does the same for a script of your own).
@@ -26,14 +30,18 @@ python your_script.py`` does the same for a script of your own).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import os
+import shlex
 import sys
-from typing import MutableMapping, Optional, Sequence
+from typing import Iterator, MutableMapping, Optional, Sequence
 
-__all__ = ["ENV", "CHOICES", "LIBRARY", "choice", "find_tcmalloc", "preload_for", "in_use", "restart_with"]
+__all__ = ["ENV", "CHOICES", "LIBRARY", "MARK", "choice", "find_tcmalloc", "preload_for", "in_use", "restart_with",
+           "own_preload", "without_own_preload", "node_setup"]
 
 ENV = "EFFNAS_ALLOCATOR"
+MARK = "EFFNAS_PRELOADED"  # the LD_PRELOAD value the restart set: told apart from a preload of the user's own
 CHOICES = ("auto", "tcmalloc", "system")
 LIBRARY = "tcmalloc_minimal"  # gperftools' tcmalloc without the heap profiler
 
@@ -86,6 +94,40 @@ def restart_with(preload: str, argv: Sequence[str]) -> None:
     """Replace this process by ``argv`` (``[python, ...]``) with ``preload`` in ``LD_PRELOAD``. Does not
     return."""
     os.environ["LD_PRELOAD"] = preload
+    os.environ[MARK] = preload
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], list(argv))
+
+
+def own_preload(environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
+    """The ``LD_PRELOAD`` this process's restart set, if it is still that (None: none, or the user's)."""
+    env = os.environ if environ is None else environ
+    mark = env.get(MARK)
+    return mark if mark and env.get("LD_PRELOAD", "").strip() == mark.strip() else None
+
+
+@contextlib.contextmanager
+def without_own_preload(environ: Optional[MutableMapping[str, str]] = None) -> Iterator[Optional[str]]:
+    """For the block, ``LD_PRELOAD`` and its mark without what the restart put there: processes it
+    starts for other machines (``sbatch`` exports its environment to the job) do not carry a library
+    the node may lack -- there every process would print an ld.so error. Yields the value removed
+    (None: nothing of effnas's was there, nothing changes)."""
+    env = os.environ if environ is None else environ
+    own = own_preload(env)
+    if own is None:
+        yield None
+        return
+    del env["LD_PRELOAD"], env[MARK]
+    try:
+        yield own
+    finally:
+        env["LD_PRELOAD"], env[MARK] = own, own
+
+
+def node_setup(preload: str) -> str:
+    """A shell line for a job script that runs on another machine: preload ``preload`` there only
+    where that machine has tcmalloc (``ldconfig`` lists it), else start without it, quietly."""
+    library = preload.split()[0]
+    return (f"if {{ /sbin/ldconfig -p || ldconfig -p; }} 2>/dev/null | grep -qF {shlex.quote(library)}; "
+            f"then export LD_PRELOAD={shlex.quote(preload)} {MARK}={shlex.quote(preload)}; fi")

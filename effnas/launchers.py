@@ -28,6 +28,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from .allocator import node_setup, own_preload, without_own_preload
+
 __all__ = ["SlurmLauncher", "WorkerJobsFailed", "register_launchers", "squeue_states"]
 
 log = logging.getLogger(__name__)
@@ -108,7 +110,10 @@ class SlurmLauncher(BaseSubmititLauncher):
 
         assert self.config is not None
         assert len(job_overrides) > 0
-        params = self.params
+        params = dict(self.params)
+        own = own_preload()  # tcmalloc as the submitting command preloaded it: not exported as it is
+        if own is not None:  # (a node without it would print an ld.so error per process), but
+            params["setup"] = [*(params.get("setup") or []), node_setup(own)]  # preloaded where it is installed
         init_keys = {"max_num_timeout", "submitit_folder"}
         init_params: Dict[str, Any] = {"folder": params["submitit_folder"]}
         if "max_num_timeout" in params:
@@ -129,7 +134,8 @@ class SlurmLauncher(BaseSubmititLauncher):
             idx = initial_job_idx + idx
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*job_params))
+        with without_own_preload():  # sbatch exports its environment to the jobs
+            jobs = executor.map_array(self, *zip(*job_params))
         # this launcher's own watcher: squeue when sacct has nothing, and at most a minute between
         # checks (submitit's SlurmJob: ten minutes)
         watcher = _watcher_class()(delay_s=60)

@@ -35,6 +35,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from effnas.allocator import find_tcmalloc
 from effnas.study import make_storage, storage_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,6 +386,11 @@ def test_readme_cluster_command_runs_two_slurm_workers_on_one_study(slurm, submi
     script = next(run.sweep.glob(".submitit/*/*_submission.sh")).read_text()
     assert "#SBATCH --array=0-1" in script and "--partition" not in script, script
     assert "#SBATCH --mem=2GB" in script and "#SBATCH --cpus-per-task=1" in script, script
+    if find_tcmalloc():  # the submitter restarted with tcmalloc: not exported as it is (a node without it
+        # would print an ld.so error per process); the job script preloads it where the node has it
+        assert "ldconfig -p" in script and f"export LD_PRELOAD={find_tcmalloc()}" in script, script
+        logs = "".join(f.read_text(errors="replace") for f in run.sweep.glob(".submitit/*_*/*_log.*"))
+        assert logs.count("memory allocator tcmalloc") == 2, run.describe()  # both workers trained with it
     out, err = run.output()
     assert "Traceback" not in out + err, run.describe()
     if url:

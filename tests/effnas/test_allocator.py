@@ -52,7 +52,7 @@ def test_not_installed(monkeypatch):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV, allocator.MARK)}
     return {**env, **extra}
 
 
@@ -100,3 +100,34 @@ def test_a_bad_choice_is_one_line_and_nothing_is_written(tmp_path: Path):
     assert proc.stderr.strip() == "error: EFFNAS_ALLOCATOR='jemalloc': expected one of auto, tcmalloc, system"
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_only_the_restarts_own_preload_is_held_back_from_other_machines():
+    lib = "libtcmalloc_minimal.so.4"
+    env = {"LD_PRELOAD": lib, allocator.MARK: lib, "PATH": "/bin"}
+    assert allocator.own_preload(env) == lib
+    with allocator.without_own_preload(env) as removed:
+        assert removed == lib and "LD_PRELOAD" not in env and allocator.MARK not in env
+    assert env == {"LD_PRELOAD": lib, allocator.MARK: lib, "PATH": "/bin"}
+    for theirs in ({"LD_PRELOAD": "libmine.so"}, {"LD_PRELOAD": f"libmine.so {lib}", allocator.MARK: lib}):
+        before = dict(theirs)  # the user's own (or changed since): left as it is
+        assert allocator.own_preload(theirs) is None
+        with allocator.without_own_preload(theirs) as removed:
+            assert removed is None and theirs == before
+
+
+@pytest.mark.parametrize("node_has_it", [True, False])
+def test_a_job_script_preloads_tcmalloc_only_where_the_node_has_it(tmp_path, node_has_it):
+    """node_setup's line run by bash as a job script would, with an ldconfig that lists tcmalloc
+    or not: LD_PRELOAD is set, or left unset (no ld.so error for every process on that node)."""
+    lib = "libtcmalloc_minimal.so.4"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    listing = f"\t{lib} (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/{lib}" if node_has_it else "\tlibc.so.6 (libc6)"
+    (fake / "ldconfig").write_text(f"#!/bin/sh\necho '{listing}'\n")
+    (fake / "ldconfig").chmod(0o755)
+    script = allocator.node_setup(lib).replace("/sbin/ldconfig", str(fake / "ldconfig"))
+    done = subprocess.run(["bash", "-c", f'{script}\necho "[$LD_PRELOAD]"'], capture_output=True, text=True,
+                          env={"PATH": f"{fake}:/usr/bin:/bin"})
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.strip() == (f"[{lib}]" if node_has_it else "[]")
