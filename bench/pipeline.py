@@ -14,9 +14,10 @@
    by proxy reward, seed 0 only, so that tau covers >= 10 networks.
 3. With ``--family-upto K`` (K >= 1): stage 2, the default ``scale-search`` from the searched B0
    (its top ``--stage2-rerank`` networks re-trained before the choice; 0: by proxy accuracy alone,
-   as run 5 was made -- resume it with ``--stage2-rerank 0``), its family b1..bK, against EfficientNet b1..bK grown with the paper's coefficients from the
-   reference B0 and -- the fair pair, as for B0 -- EfficientNet-B0 scaled (width, depth) to each
-   searched b_phi's FLOPs within 5% at its resolution and dropout, all trained the same way.
+   as run 5 was made -- resume it with ``--stage2-rerank 0``), its family b1..bK, against
+   EfficientNet b1..bK grown with the paper's coefficients from the reference B0 and -- the fair
+   pair, as for B0 -- EfficientNet-B0 scaled (width, depth) to each searched b_phi's FLOPs within 5%
+   at its resolution and dropout, all trained the same way.
 4. Kendall tau between the 1-epoch proxy accuracy and the full-protocol accuracy (seed 0) over
    every architecture trained (how much the proxy can be trusted). A stage-1 network's proxy
    accuracy is its stage-1 trial's (the same protocol: not trained again); the others' 1-epoch
@@ -560,8 +561,8 @@ def main() -> None:
     (out / "pipeline.md").write_text(text)
     _plot(table, out / "pipeline.png")
     print(text)
+    by_name = {row["name"]: row for row in table}
     for phi in range(1, upto + 1):  # each searched b{phi} against EfficientNet's b{phi} and its FLOPs-matched B0
-        by_name = {row["name"]: row for row in family_rows}
         a = by_name[f"searched b{phi}"]
         for b in (by_name.get(f"EfficientNet b{phi} (paper coefficients)"),
                   next((r for n, r in by_name.items() if n.endswith(f"(matched to searched b{phi})")), None)):

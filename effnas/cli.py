@@ -125,6 +125,9 @@ def _quoted(text: str) -> str | None:
     return f"{text[:m.end()]}'{value}'"
 
 
+_WORKER_CONFIGS = ("nas_search", "scale_search")  # the commands whose workers share a study (worker=range(N))
+
+
 def _launcher_without_multirun(config_name: str, parsed: list[Any], multirun: bool) -> None:
     """Hydra uses a launcher only in a multirun; without ``-m`` the command would quietly run here, in
     this process, however long -- refused in one line instead."""
@@ -135,9 +138,6 @@ def _launcher_without_multirun(config_name: str, parsed: list[Any], multirun: bo
     example = f"{tool} -m {launcher.input_line}" + (" 'worker=range(2)'" if config_name in _WORKER_CONFIGS else "")
     raise UsageError(f"{launcher.input_line}: a launcher starts jobs only in a multirun: add -m (e.g. {example}), "
                      f"or drop it to run in this process")
-
-
-_WORKER_CONFIGS = ("nas_search", "scale_search")  # the commands whose workers share a study (worker=range(N))
 
 
 def _jobs(parsed: list[Any], multirun: bool) -> list[list[str]]:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, List, Optional
 from omegaconf import MISSING
 
 from effnas.config import register_groups, register_root
-from effnas.rerank import RerankConfig  # noqa: F401 -- the rerank group's schema, here since stage 1 had it alone
+from effnas.rerank import RerankConfig  # noqa: F401 -- re-exported: the rerank group's schema lived here
 from effnas.schema import Schema, rule
 
 __all__ = ["SearchSettings", "RerankConfig", "NasSearchConfig", "NasTrainConfig"]

@@ -30,7 +30,6 @@ __all__ = ["RERANK_OF", "candidates", "enqueue_reranks", "rerank_summary", "rera
 log = logging.getLogger("effnas")
 
 
-
 def candidates(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
     """The top ``k`` trained trials by proxy reward (ties: lower number first)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
