@@ -313,10 +313,10 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
     def ranking(study: optuna.Study) -> dict[str, Any] | None:
         return rerank_summary(study, rr.k, rr.seeds) if reranking else None
 
-    def export(study: optuna.Study) -> dict[str, Any] | None:
+    def export(study: optuna.Study, summary: dict[str, Any] | None = None) -> dict[str, Any] | None:
         table = grid_frame(study)
         write_table(table, folder, GRID.stem)
-        summary = ranking(study)
+        summary = summary or ranking(study)
         best = choose_best(study, grid.target, summary)
         if best is None:
             return None
@@ -327,8 +327,9 @@ def run_scale_search(cfg: ScaleSearchConfig | Any) -> ScaleSearchOutcome:
         return record
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        export(study)
-        _report(study, trial, started, grid.target, ranking(study))
+        summary = ranking(study)  # once a trial: the export and the progress line share it
+        export(study, summary)
+        _report(study, trial, started, grid.target, summary)
 
     export(study)
     interrupted = None
