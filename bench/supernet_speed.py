@@ -12,8 +12,10 @@ subnets at one thread and at two. The weights' values do not change the arithmet
 initialised supernet is timed (no training). ``noskip`` is the space where the supernet ranks best
 (``space.ops=[mbconv] space.expand_ratios=[3,6]``: MBConv with expansion 3 or 6 everywhere, heavier
 than the default space's average network). Prints, per thread count, the median / mean / max
-seconds a candidate and the split of one candidate's time (extract, recalibrate, evaluate); the
-last line is the median speed-up of 2 threads over 1, as ``<ratio> x``.
+seconds a candidate and the split of one candidate's time (extract, recalibrate, fold the BN into
+the convolutions, evaluate), with the same evaluation of the unfolded network beside it (the
+speed-up folding brings, measured side by side on the same subnets); the last line is the median
+speed-up of 2 threads over 1, as ``<ratio> x``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     from effnas.supernet.model import SuperNet
     from effnas.task import load_data
     from effnas.threads import torch_threads
+    from search_space.model import fold_batchnorm
     from effnas.train import ProxyConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -63,7 +66,13 @@ def main() -> None:
         proxy = ProxyConfig(threads=threads)
         scorer = SupernetEvaluator(net, data, cfg, proxy, 0)
         scorer.accuracy(specs[0])  # warm-up
-        seconds, parts = [], {"extract": [], "recalibrate": [], "evaluate": []}
+        seconds, parts, unfolded = [], {"extract": [], "recalibrate": [], "fold": [], "evaluate": []}, []
+
+        def evaluate(model):
+            with torch.inference_mode():
+                for x, _ in scorer.minival:
+                    model(x)
+
         for spec in specs:
             t0 = time.perf_counter()
             scorer.accuracy(spec)
@@ -74,16 +83,22 @@ def main() -> None:
                 model = net.subnet(spec).to(memory_format=torch.channels_last)
                 t1 = time.perf_counter()
                 _recalibrate_bn(model, scorer.recal, len(scorer.recal))
-                t2 = time.perf_counter()
                 model.eval()
-                with torch.inference_mode():
-                    for x, _ in scorer.minival:
-                        model(x)
+                t2 = time.perf_counter()
+                evaluate(model)  # the reference: BN as a kernel of its own
+                t3 = time.perf_counter()
+                fold_batchnorm(model)  # as a trial does
+                t4 = time.perf_counter()
+                evaluate(model)
                 parts["extract"].append(t1 - t0)
                 parts["recalibrate"].append(t2 - t1)
-                parts["evaluate"].append(time.perf_counter() - t2)
+                parts["fold"].append(t4 - t3)
+                parts["evaluate"].append(time.perf_counter() - t4)
+                unfolded.append(t3 - t2)
         medians[threads] = statistics.median(seconds)
         split = ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in parts.items())
+        split += (f"; evaluating with BN unfolded {statistics.median(unfolded):.3f} s, folding's speed-up "
+                  f"{statistics.median(u / f for u, f in zip(unfolded, parts['evaluate'])):.2f}x")
         print(f"{args.space} space, {threads} thread{'s' if threads > 1 else ''}: median {medians[threads]:.3f} s, "
               f"mean {statistics.fmean(seconds):.3f} s, max {max(seconds):.3f} s a candidate "
               f"({args.candidates} subnets; {cfg.recalibrate_batches} recalibration batches of {proxy.batch_size}, "

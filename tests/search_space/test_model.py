@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from search_space import ArchSpec, build_model, default_space, reference_names, reference_spec
+from search_space import ArchSpec, ConvType, build_model, default_space, reference_names, reference_spec
 from search_space.model import _drop_connect
 
 
@@ -341,3 +341,49 @@ def test_equal_network_keys_build_the_same_network():
         x = torch.randn(2, 3, 32, 32)
         with torch.no_grad():
             torch.testing.assert_close(ma(x), mb(x), rtol=0, atol=0)
+
+
+def _random_bn_statistics(model: nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g))
+            m.running_var.copy_(torch.rand(c, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fold_batchnorm_keeps_the_eval_outputs(random_arch, channels_last):
+    from search_space.model import fold_batchnorm
+
+    specs = [random_arch(seed) for seed in range(8)] + [reference_spec("efficientnet-b0"),
+                                                           reference_spec("mnasnet-a1")]
+    types = {block.conv_type for spec in specs for block in spec.stages}
+    assert types == set(ConvType)  # the regular conv, the separable conv and MBConv all folded
+    for seed, spec in enumerate(specs):
+        model = build_model(spec).eval()
+        _random_bn_statistics(model, seed)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        x = torch.randn(4, spec.in_channels, 40, 40).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            expected = model(x)
+            folded = fold_batchnorm(model)
+            assert folded is model
+            assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+            got = model(x)
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(fold_batchnorm(model)(x), got)  # folding again changes nothing
+
+
+def test_fold_batchnorm_refuses_a_training_model_and_other_modules():
+    from search_space.model import fold_batchnorm
+
+    model = build_model(reference_spec("efficientnet-b0"))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(model)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0  # untouched
+    with pytest.raises(ValueError, match="needs an EffNet, got Linear"):
+        fold_batchnorm(nn.Linear(2, 2))

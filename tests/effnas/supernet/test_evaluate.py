@@ -106,3 +106,29 @@ def test_a_supernet_starts_from_its_seed_whatever_the_process_drew_before(toy):
     same = zip(weights(3, 1), weights(3, 2))
     assert all(torch.equal(a, b) for a, b in same)
     assert any(not torch.equal(a, b) for a, b in zip(weights(3, 1), weights(4, 1)))
+
+
+def test_a_candidate_scores_as_its_network_unfolded_and_the_supernet_is_left_as_it_was(toy):
+    """Scoring folds the recalibrated subnet's BN into its convolutions (faster): the accuracy is
+    the unfolded network's, and the supernet's own weights and statistics are not touched."""
+    import random
+
+    from effnas.supernet.evaluate import _recalibrate_bn
+    from effnas.supernet.model import random_spec
+
+    scorer = _scorer(toy)
+    before = {k: v.clone() for k, v in scorer.net.state_dict().items()}
+    rng = random.Random(0)
+    for _ in range(6):
+        spec = random_spec(scorer.net.space, rng)
+        with torch.no_grad():
+            model = scorer.net.subnet(spec).to(memory_format=torch.channels_last)
+            for block in model.blocks:
+                block.drop_connect = 0.0
+            _recalibrate_bn(model, scorer.recal, len(scorer.recal))
+            model.eval()
+            correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in scorer.minival)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        assert scorer.accuracy(spec) == correct / scorer.images
+    after = scorer.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
