@@ -127,6 +127,12 @@ class Trainer:
                                          "checkpoints": None if checkpoints is None else str(checkpoints)}
         self.jobs, self.started = jobs, started
 
+    def _saved_fraction(self, job: Job) -> float:
+        """The part of ``job`` its checkpoint holds (0: none, or unreadable)."""
+        ckpt = _checkpoint(job, self.configs)
+        state = None if ckpt is None else _saved_state(ckpt)
+        return 0.0 if state is None else state["epoch"] / state["identity"]["train"]["epochs"]
+
     def run(self, jobs: list[Job]) -> None:
         # one network is trained once per seed and kind, whatever rows name it (the searched B0 can
         # be EfficientNet-B0 itself, and then so is the network matched to it): a row whose network
@@ -153,8 +159,10 @@ class Trainer:
             return
         # by priority, then longest first (LPT): the last jobs are short, so no core idles long at
         # the end; a lower priority's last jobs run beside the next one's first
-        todo.sort(key=lambda j: (j.priority, -j.cost))
-        t0, done, done_cost, total_cost = time.monotonic(), 0, 0.0, sum(j.cost for j in todo)
+        # a resumed training has only its unsaved epochs to train: the ETA counts those
+        left_cost = {j.key: j.cost * (1 - self._saved_fraction(j)) for j in todo}
+        todo.sort(key=lambda j: (j.priority, -left_cost[j.key]))
+        t0, done, done_cost, total_cost = time.monotonic(), 0, 0.0, sum(left_cost.values())
         width = min(self.jobs, len(todo))
         shared = sum(map(len, twins.values()))
         print(f"[{time.monotonic() - self.started:.0f}s] {len(todo)} trainings to run, {width} at a time"
@@ -169,7 +177,7 @@ class Trainer:
             for twin in twins[(job.kind == "proxy", job.arch, str(job.seed))]:
                 self.runs.put(twin.key, run)
             done += 1
-            done_cost += job.cost
+            done_cost += left_cost[job.key]
             left = len(todo) - done
             # by cost when known (the longest run first, so a count would overestimate), else by count
             eta = (time.monotonic() - t0) * ((total_cost - done_cost) / done_cost if done_cost > 0 else left / done)
@@ -199,12 +207,24 @@ class Trainer:
             pool.join()
 
 
+def _saved_state(ckpt: Path) -> dict | None:
+    """A training checkpoint's state (epoch, identity), or None where there is none or it cannot
+    be read (being written, or not a checkpoint)."""
+    import torch
+
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        readable = isinstance(state["epoch"], int) and "arch" in state["identity"] \
+            and state["identity"]["train"]["epochs"] >= state["epoch"]
+    except Exception:  # noqa: BLE001 -- missing, torn, or another file: no saved epochs
+        return None
+    return state if readable else None
+
+
 def status(out: Path) -> str:
     """What a bench's results folder holds so far, without training: every network with a
     full-protocol result (test accuracy mean ± sd over its seeds, params, FLOPs, px) and every
     training in progress (its last saved epoch) -- for the families, which take many sittings."""
-    import torch
-
     from search_space import ArchSpec, count_flops, count_params
 
     runs = Runs(out / "pipeline.json").data["runs"]
@@ -222,12 +242,11 @@ def status(out: Path) -> str:
                      f"{spec.resolution} | {statistics.fmean(values):.4f} ± {sd:.4f} | {len(values)} |")
     names = {arch: name for name, arch in accs}
     for ckpt in sorted((out / "checkpoints").glob("*.pt")):
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-            arch, train = state["identity"]["arch"], state["identity"]["train"]
-        except Exception:  # noqa: BLE001 -- being written, or not a checkpoint: say so, go on
+        state = _saved_state(ckpt)
+        if state is None:
             lines.append(f"in progress: {ckpt.name} (unreadable)")
             continue
+        arch, train = state["identity"]["arch"], state["identity"]["train"]
         lines.append(f"in progress: {names.get(arch, arch[:70] + '...')} seed {train['seed']}: epoch "
                      f"{state['epoch']}/{train['epochs']} saved ({ckpt.name})")
     return "\n".join(lines)

@@ -80,6 +80,39 @@ def test_trainer_runs_by_priority_then_longest_first(pipeline, monkeypatch, tmp_
     assert order == ["b1 long", "b1 short", "b2", "b3 long"]
 
 
+def test_a_resumed_training_counts_only_its_unsaved_epochs(pipeline, monkeypatch, tmp_path, capsys):
+    """Longest first and the ETA by the work left: a 10-unit training with 4 of 5 epochs saved has 2
+    units left, so the 5-unit one runs first; and the ETA after it is not taken from the resumed
+    one's whole cost (it was: "about 0 min left" after a resumed b3 epoch, with hours to go)."""
+    import torch
+
+    from bench.common import Runs
+    from effnas.train import ProxyConfig
+
+    full = ProxyConfig(epochs=5)
+    Job = pipeline.Job
+    resumed, fresh, last = (Job("a|A|0", "A", 0, "full", "a", cost=10.0), Job("b|B|0", "B", 0, "full", "b", cost=5.0),
+                            Job("c|C|0", "C", 0, "full", "c", cost=5.0))
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    torch.save({"identity": {"arch": "A", "train": {"seed": 0, "epochs": 5}}, "epoch": 4},
+               pipeline.checkpoint_path(ckpts, resumed.key))
+    pipeline.checkpoint_path(ckpts, last.key).write_bytes(b"torn")  # unreadable: all of it left
+    trainer = pipeline.Trainer(Runs(tmp_path / "a.json"), full, full, jobs=1, started=0.0, checkpoints=ckpts)
+    assert [trainer._saved_fraction(j) for j in (resumed, fresh, last)] == [0.8, 0.0, 0.0]
+
+    clock = iter(range(0, 1000, 60))  # every reading a minute later
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: next(clock))
+    order = []
+    monkeypatch.setattr(pipeline, "_train_job", lambda job, configs: order.append(job.arch) or
+                        {"test_accuracy": 0.5, "seconds": 1.0})
+    trainer.run([resumed, fresh, last])
+    assert order == ["B", "C", "A"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "done" in line]
+    # after B (5 of 12 units) in 2 minutes: 7 units left, about 2.8 min
+    assert lines[0].endswith("1/3 done, about 3 min left"), lines
+
+
 def test_status_shows_what_is_measured_and_what_is_in_progress(pipeline, tmp_path, ref):
     import torch
 
