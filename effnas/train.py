@@ -18,6 +18,7 @@ idle OpenMP threads wait is set by the environment before torch is imported (:mo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from search_space import ArchSpec, build_model
+from search_space.model import EffNet, fold_batchnorm
 
 from .data import Batches, DataSplits, ImageDataset
 from .io import atomic_write, remove_stale_temp
@@ -156,15 +158,21 @@ def _recalibrate_bn(model: nn.Module, batches: Batches, num_batches: int) -> Non
         m.momentum = mom
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, ds: ImageDataset, mean, std, batch_size: int = 500,
              device: torch.device | str = "cpu", channels_last: bool = True) -> float:
-    """Top-1 accuracy of ``model`` on a prepared dataset."""
+    """Top-1 accuracy of ``model`` on a prepared dataset. ``model`` is put in eval mode; an
+    :class:`~search_space.model.EffNet` is evaluated as a copy with its BN folded into the
+    convolutions (:func:`~search_space.model.fold_batchnorm`: the same accuracy, 1.4-1.7x faster;
+    ``bench/evaluation.py``), the model itself left as it was."""
     model.eval()
+    if isinstance(model, EffNet):
+        with torch.no_grad():
+            model = fold_batchnorm(copy.deepcopy(model))
     correct = 0
-    for x, y in Batches(ds, batch_size, mean, std, shuffle=False, augment=False,
-                        channels_last=channels_last, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
+    with torch.inference_mode():
+        for x, y in Batches(ds, batch_size, mean, std, shuffle=False, augment=False,
+                            channels_last=channels_last, device=device):
+            correct += int((model(x).argmax(1) == y).sum())
     return correct / len(ds)
 
 

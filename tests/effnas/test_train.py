@@ -50,6 +50,25 @@ def test_validating_only_the_last_epoch(data, spec):
     assert result.accuracy == evaluate(result.model, data.test, data.mean, data.std)
 
 
+def test_evaluate_folds_a_copy_and_gets_the_unfolded_accuracy(data, spec):
+    """evaluate() scores a BN-folded copy of an EffNet: the accuracy of the network as it is, whose
+    BN modules, weights and statistics are left untouched (training goes on after each epoch)."""
+    from effnas.data import Batches
+
+    model = train_and_evaluate(spec, data, TrainConfig(epochs=1, threads=1), keep_model=True).model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    accuracy = evaluate(model, data.test, data.mean, data.std)
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == sum(
+        1 for k in before if k.endswith("running_var"))
+    with torch.inference_mode():  # the plain evaluation, BN as modules of their own
+        correct = sum(int((model(x).argmax(1) == y).sum())
+                      for x, y in Batches(data.test, 500, data.mean, data.std, shuffle=False, augment=False))
+    assert accuracy == correct / len(data.test) > 0.3
+
+
 def test_bn_recalibration_fixes_the_short_run_pitfall(data, spec):
     """With few steps, running BN statistics are far off; re-estimating them restores accuracy."""
     cfg = dict(epochs=1, threads=1, bn_momentum=0.01)  # TF's 0.99
