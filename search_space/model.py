@@ -232,11 +232,13 @@ def fold_batchnorm(model: EffNet) -> EffNet:
     """``model`` for inference only, in place: every BatchNorm folded into the convolution before it
     (``w * gamma / sqrt(var + eps)``, bias ``beta - mean * gamma / sqrt(var + eps)``) and replaced by
     ``nn.Identity``. Same outputs as ``model.eval()`` up to float rounding (about 1e-6), one pass
-    over each activation fewer: on 2 CPU cores evaluating a network of the MBConv space is about
-    1.3-1.6x faster (BN in eval mode is a separate memory-bound kernel after every conv). A model in
-    training mode is refused: its BN normalises with batch statistics, which cannot be folded.
-    The FLOPs and fvcore counts stay those of the unfolded network (``count_flops_fvcore`` builds
-    its own)."""
+    over each activation fewer: on one quiet CPU thread evaluating a network of the MBConv space is
+    1.1-1.7x faster, a median 1.26x over nine networks (``bench/evaluation.py``; BN in eval mode is a
+    separate memory-bound kernel after every conv). A model in training mode is refused: its BN
+    normalises with batch statistics, which cannot be folded. The weights change without autograd
+    (callable with or without ``torch.no_grad()``); the folded model is for inference only. The
+    FLOPs and fvcore counts stay those of the unfolded network (``count_flops_fvcore`` builds its
+    own)."""
     if not isinstance(model, EffNet):
         raise ValueError(f"fold_batchnorm needs an EffNet, got {type(model).__name__}")
     if model.training:

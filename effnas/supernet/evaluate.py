@@ -6,7 +6,7 @@ re-estimated from ``recalibrate_batches`` training batches -- the same batches f
 The candidate is extracted as its stand-alone :class:`~search_space.model.EffNet` (the exact
 network a re-training would build), its BN folded into the convolutions once recalibrated
 (:func:`~search_space.model.fold_batchnorm`: the same scores up to float rounding, evaluated
-1.3-1.6x faster), and the inputs are prepared once, not per candidate.
+1.1-1.7x faster), and the inputs are prepared once, not per candidate.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class SupernetEvaluator:
             if self.proxy.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             _recalibrate_bn(model, self.recal, len(self.recal))
-            fold_batchnorm(model.eval())  # inference only from here: 1.3-1.6x faster to evaluate
+            fold_batchnorm(model.eval())  # inference only from here: faster to evaluate
             correct = 0
             with torch.inference_mode():
                 for x, y in self.minival:

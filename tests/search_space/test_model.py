@@ -378,6 +378,20 @@ def test_fold_batchnorm_keeps_the_eval_outputs(random_arch, channels_last):
             torch.testing.assert_close(fold_batchnorm(model)(x), got)  # folding again changes nothing
 
 
+def test_fold_batchnorm_needs_no_grad_context_from_its_caller():
+    from search_space.model import fold_batchnorm
+
+    spec = reference_spec("efficientnet-b0")
+    model = build_model(spec).eval()
+    _random_bn_statistics(model, 0)
+    x = torch.randn(2, spec.in_channels, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    fold_batchnorm(model)  # outside no_grad: the parameters require grad; in-place changes must not be tracked
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_fold_batchnorm_refuses_a_training_model_and_other_modules():
     from search_space.model import fold_batchnorm
 
