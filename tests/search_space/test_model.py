@@ -378,7 +378,7 @@ def test_fold_batchnorm_keeps_the_eval_outputs(random_arch, channels_last):
             torch.testing.assert_close(fold_batchnorm(model)(x), got)  # folding again changes nothing
 
 
-def test_fold_batchnorm_needs_no_grad_context_from_its_caller():
+def test_fold_batchnorm_works_outside_a_callers_no_grad():
     from search_space.model import fold_batchnorm
 
     spec = reference_spec("efficientnet-b0")
