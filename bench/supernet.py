@@ -30,7 +30,7 @@ Random search on both sides, so that the evaluators differ only in how they scor
 saved to ``<results>/supernet.json`` as it finishes: an interrupted bench resumes there (a
 multi-epoch re-training after its last saved epoch, from ``<results>/checkpoints/``). The
 supernet's settings can be changed for ablations (``--epochs``, ``--train-size``,
-``--random-subnets``, ``--sampling fair``, ``--distill on|off``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
+``--random-subnets``, ``--lr``, ``--sampling fair``, ``--distill on|off``, ``--stage-distill``, ``--progressive``, ``--recalibrate-batches``, ``--eval-size``): each setting
 gets rows of its own in the same file (keyed by its cache key and scoring settings), and the
 stand-alone proxy runs are shared. ``--supernet-seed N`` trains another supernet of the same
 setting (``evaluator.seed``); once the file holds several, the bench also prints each one's tau,
@@ -45,7 +45,8 @@ would see, where the 1-epoch proxy cannot rank. With two seeds or more (the ceil
 reference) it also prints how far apart the networks are (the standard deviation of their seed
 means) against the seeds' own standard deviation: where the first is not well above the second,
 no tau against those runs can be measured (networks that do not differ at all give the second
-divided by the square root of the seed count). ``--tau-only`` stops after rank fidelity (no
+divided by the square root of the seed count). ``--supernet-only`` trains (or loads) the supernet and stops, so that
+other settings' supernets can train beside a run that trains the proxy's tau set. ``--tau-only`` stops after rank fidelity (no
 equal-wall-time search, no final re-trainings; the proxy trains the tau set only). It also logs the supernet's median accuracy over the tau set
 next to chance (a supernet whose random subnets score at chance ranks nothing). The last
 line is ``tau <tau>, <speedup> x candidates/hour`` (tau of accuracies; the per-candidate speedup).
@@ -186,6 +187,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="evaluator.epochs")
     ap.add_argument("--train-size", type=int, default=None, help="evaluator.train_size")
     ap.add_argument("--random-subnets", type=int, default=None, help="evaluator.random_subnets")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="evaluator.lr (default: the proxy's rate; scale it down with more --random-subnets: "
+                         "a step sums their gradients)")
     distill = ap.add_mutually_exclusive_group()
     distill.add_argument("--distill", choices=("on", "off"), default=None,
                          help="evaluator.distill (in-place distillation; off by default)")
@@ -213,6 +217,9 @@ def main() -> None:
                     help="stand-alone reference trainings at a time, in separate one-thread processes")
     ap.add_argument("--tau-only", action="store_true",
                     help="stop after rank fidelity: no equal-wall-time search, no final re-trainings")
+    ap.add_argument("--supernet-only", action="store_true",
+                    help="train (or load) the supernet into <results>/cache and stop: several settings' supernets "
+                         "can train beside a run that trains the proxy's tau set, then score from the cache")
     ap.add_argument("--smoke", action="store_true", help="toy sizes: checks the machinery, numbers mean nothing")
     args = ap.parse_args()
     if args.reference_seeds < 1 or args.jobs < 1:
@@ -238,7 +245,7 @@ def main() -> None:
                                 "eval_size": 100} if smoke else {}))
     changes = {k: v for k, v in {"epochs": args.epochs, "train_size": args.train_size,
                                  "random_subnets": args.random_subnets, "stage_distill": args.stage_distill,
-                                 "progressive": args.progressive, "seed": args.supernet_seed,
+                                 "progressive": args.progressive, "seed": args.supernet_seed, "lr": args.lr,
                                  "recalibrate_batches": args.recalibrate_batches}.items() if v is not None}
     if args.distill is not None or args.no_distill:
         changes["distill"] = args.distill == "on" and not args.no_distill
@@ -286,6 +293,9 @@ def main() -> None:
     runs.put(f"supernet/{tag}", {"train_seconds": train_seconds, "setup_seconds": time.perf_counter() - t0,
                                  "config": dataclasses.asdict(sn_cfg)})
     log.info("supernet ready: trained in %.0f s (sum of its epochs)", train_seconds)
+    if args.supernet_only:
+        print(f"supernet: trained in {train_seconds:.0f} s, cached in {scorer.path}")
+        return
 
     def rew(spec, acc: float) -> float:
         return reward(acc, float(count_flops(spec, proxy.resolution)))

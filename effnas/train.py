@@ -167,8 +167,7 @@ def evaluate(model: nn.Module, ds: ImageDataset, mean, std, batch_size: int = 50
     ``bench/evaluation.py``), the model itself left as it was."""
     model.eval()
     if isinstance(model, EffNet):
-        with torch.no_grad():
-            model = fold_batchnorm(copy.deepcopy(model))
+        model = fold_batchnorm(copy.deepcopy(model))  # fold_batchnorm runs under no_grad itself
     correct = 0
     with torch.inference_mode():
         for x, y in Batches(ds, batch_size, mean, std, shuffle=False, augment=False,

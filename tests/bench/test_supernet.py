@@ -5,6 +5,7 @@ The bench itself is long (``python bench/supernet.py --smoke`` runs its machiner
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,31 @@ def test_spread_separates_networks_from_seed_noise(bench):
     (["--stage-distill", "-1"], "evaluator.stage_distill must be a number >= 0, got -1.0"),
     (["--epochs", "0"], "evaluator.epochs must be an integer >= 1, got 0"),
     (["--supernet-seed", "-3"], "evaluator.seed must be an integer >= 0, got -3"),
+    (["--lr", "0"], "evaluator.lr must be a number > 0, got 0.0"),
     (["--distill", "on", "--no-distill"], "argument --no-distill: not allowed with argument --distill"),
 ])
 def test_a_bad_supernet_setting_is_one_line_before_anything_is_written(bench, usage_error, tmp_path, args, words):
     out = tmp_path / "results"
     assert words in usage_error(bench, ["supernet.py", "--results", str(out), *args])
     assert not out.exists()
+
+
+def test_supernet_only_caches_the_supernet_and_trains_no_proxy(bench, monkeypatch, tmp_path, capsys):
+    # --supernet-only: the supernet of the setting given (here another learning rate) lands in the
+    # cache a later run scores from; nothing of the tau set is trained
+    import json
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", ["supernet.py", "--smoke", "--supernet-only", "--lr", "0.01",
+                                      "--results", str(out)])
+    bench.main()
+    cached = list((out / "cache").rglob("*.pt"))
+    assert cached, "no supernet in the cache"
+    assert "cached in" in capsys.readouterr().out
+    runs = json.loads((out / "supernet.json").read_text())["runs"]
+    assert not [k for k in runs if k.startswith("proxy")]
+    (row,) = [v for k, v in runs.items() if k.startswith("supernet/")]
+    assert row["config"]["lr"] == 0.01
 
 
 def test_seed_group_collects_the_supernets_of_one_setting(bench, tmp_path):
